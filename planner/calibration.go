@@ -1,0 +1,226 @@
+package planner
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"time"
+)
+
+// CalibrationVersion is the calibration file format this package writes and
+// the only one it reads.
+const CalibrationVersion = 1
+
+// Calibration is the JSON file `moe bench` writes: measured efficiency factors
+// for one engine on one accelerator, and the raw measurements they came from.
+// The engine writes the same shape without importing this package, so the
+// JSON names are a contract (docs/planner.md).
+//
+// Explicit Efficiency entries win; for a quantization with measurements but no
+// entry, the factors are fitted from the measurements (Fit).
+type Calibration struct {
+	Version      int                         `json:"version"`
+	Engine       string                      `json:"engine,omitempty"`
+	Accelerator  string                      `json:"accelerator"`
+	CreatedAt    time.Time                   `json:"createdAt,omitzero"`
+	Efficiency   map[Quantization]Efficiency `json:"efficiency,omitempty"`
+	Measurements []Measurement               `json:"measurements,omitempty"`
+}
+
+// Measurement is one `moe bench` run: a model shape at a quantization and
+// tensor parallelism, a batch of BatchSize sequences each prefilling
+// PromptTokens and then generating OutputTokens.
+type Measurement struct {
+	Model             Model        `json:"model"`
+	Quantization      Quantization `json:"quantization"`
+	TensorParallelism int          `json:"tensorParallelism"`
+	BatchSize         int          `json:"batchSize"`
+	PromptTokens      int          `json:"promptTokens"`
+	OutputTokens      int          `json:"outputTokens"`
+	// PrefillTokensPerSecond is prompt tokens processed per second over the
+	// whole batch; 0 when not measured.
+	PrefillTokensPerSecond float64 `json:"prefillTokensPerSecond,omitempty"`
+	// DecodeTokensPerSecond is generated tokens per second over the whole
+	// batch, prefill excluded.
+	DecodeTokensPerSecond float64 `json:"decodeTokensPerSecond"`
+}
+
+// ReadCalibration decodes and validates a calibration file. Errors wrap
+// ErrInvalidCalibration.
+func ReadCalibration(r io.Reader) (*Calibration, error) {
+	dec := json.NewDecoder(r)
+	dec.DisallowUnknownFields()
+	var c Calibration
+	if err := dec.Decode(&c); err != nil {
+		return nil, fmt.Errorf("%w: decoding: %w", ErrInvalidCalibration, err)
+	}
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+// LoadCalibration reads the calibration file at path.
+func LoadCalibration(path string) (*Calibration, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("planner: opening calibration: %w", err)
+	}
+	defer f.Close()
+	c, err := ReadCalibration(f)
+	if err != nil {
+		return nil, fmt.Errorf("reading %s: %w", path, err)
+	}
+	return c, nil
+}
+
+// Write encodes c as indented JSON.
+func (c *Calibration) Write(w io.Writer) error {
+	b, err := json.MarshalIndent(c, "", "  ")
+	if err != nil {
+		return fmt.Errorf("planner: encoding calibration: %w", err)
+	}
+	_, err = w.Write(append(b, '\n'))
+	return err
+}
+
+// Save writes c to path, replacing the file.
+func (c *Calibration) Save(path string) error {
+	var buf bytes.Buffer
+	if err := c.Write(&buf); err != nil {
+		return err
+	}
+	if err := os.WriteFile(path, buf.Bytes(), 0o644); err != nil {
+		return fmt.Errorf("planner: writing calibration: %w", err)
+	}
+	return nil
+}
+
+// Validate reports an error wrapping ErrInvalidCalibration for an unknown
+// version or quantization, a factor outside (0, 1] or a measurement without
+// a positive batch, token counts and decode rate.
+func (c *Calibration) Validate() error {
+	if c.Version != CalibrationVersion {
+		return fmt.Errorf("%w: version %d, want %d", ErrInvalidCalibration, c.Version, CalibrationVersion)
+	}
+	for q, e := range c.Efficiency {
+		if q.rank() >= len(Quantizations()) {
+			return fmt.Errorf("%w: unknown quantization %q", ErrInvalidCalibration, string(q))
+		}
+		if !e.valid() {
+			return fmt.Errorf("%w: %s factors must be in (0, 1], got bandwidth %g compute %g", ErrInvalidCalibration, q, e.Bandwidth, e.Compute)
+		}
+	}
+	for i, m := range c.Measurements {
+		if err := m.Model.Validate(); err != nil {
+			return fmt.Errorf("%w: measurement %d: %w", ErrInvalidCalibration, i, err)
+		}
+		switch {
+		case m.Quantization.rank() >= len(Quantizations()):
+			return fmt.Errorf("%w: measurement %d: unknown quantization %q", ErrInvalidCalibration, i, string(m.Quantization))
+		case m.TensorParallelism < 1 || m.BatchSize < 1 || m.PromptTokens < 1 || m.OutputTokens < 1:
+			return fmt.Errorf("%w: measurement %d: tensor parallelism, batch and token counts must be positive", ErrInvalidCalibration, i)
+		case m.DecodeTokensPerSecond <= 0 || m.PrefillTokensPerSecond < 0:
+			return fmt.Errorf("%w: measurement %d: decode rate must be positive", ErrInvalidCalibration, i)
+		}
+	}
+	return nil
+}
+
+// Fit derives efficiency factors per quantization from the measurements on
+// a, starting from the defaults: the compute factor from prefill rates
+// (compute-bound), then the bandwidth factor from decode rates, each the
+// geometric mean over the measurements and clamped to (0, 1]. A decode rate
+// slower than the compute factor allows lowers the compute factor instead.
+func (c *Calibration) Fit(a Accelerator) map[Quantization]Efficiency {
+	out := map[Quantization]Efficiency{}
+	for _, q := range Quantizations() {
+		var prefill, decode []Measurement
+		for _, m := range c.Measurements {
+			if m.Quantization != q {
+				continue
+			}
+			decode = append(decode, m)
+			if m.PrefillTokensPerSecond > 0 {
+				prefill = append(prefill, m)
+			}
+		}
+		if len(decode) == 0 {
+			continue
+		}
+		eff := DefaultEfficiency(a, q)
+		if len(prefill) > 0 {
+			var logs float64
+			for _, m := range prefill {
+				cand := m.candidate(a, Efficiency{Bandwidth: 1, Compute: 1})
+				measured := float64(m.BatchSize*m.PromptTokens) / m.PrefillTokensPerSecond
+				ideal := cand.prefill(m.BatchSize) - cand.allReduceSeconds(float64(m.BatchSize*m.PromptTokens))
+				logs += math.Log(clampFactor(ideal / measured))
+			}
+			eff.Compute = math.Exp(logs / float64(len(prefill)))
+		}
+		var bwLogs, computeLogs float64
+		var bwN, computeN int
+		for _, m := range decode {
+			cand := m.candidate(a, Efficiency{Bandwidth: 1, Compute: eff.Compute})
+			ctx := float64(m.PromptTokens) + float64(m.OutputTokens)/2
+			n := float64(m.BatchSize)
+			measured := n/m.DecodeTokensPerSecond - cand.allReduceSeconds(n)
+			computeTime := n * (cand.denseFLOPs() + cand.attentionFLOPs(ctx)) / (a.ComputeRate(q) * eff.Compute)
+			if computeTime >= measured {
+				computeLogs += math.Log(clampFactor(eff.Compute * computeTime / measured))
+				computeN++
+				continue
+			}
+			bytes := cand.weightBytesRead(n) + n*ctx*cand.kvBytesPerTokenPerGPU()
+			bwLogs += math.Log(clampFactor(bytes / a.MemoryBandwidth / measured))
+			bwN++
+		}
+		if bwN > 0 {
+			eff.Bandwidth = math.Exp(bwLogs / float64(bwN))
+		}
+		if computeN > 0 {
+			eff.Compute = math.Min(eff.Compute, math.Exp(computeLogs/float64(computeN)))
+		}
+		out[q] = eff
+	}
+	for q, e := range c.Efficiency {
+		out[q] = e
+	}
+	return out
+}
+
+// candidate is the performance model of m's shape on a with factors eff.
+func (m Measurement) candidate(a Accelerator, eff Efficiency) candidate {
+	return candidate{
+		model: m.Model, acc: a, quant: m.Quantization, tp: m.TensorParallelism, eff: eff,
+		prompt: m.PromptTokens, output: m.OutputTokens, ctx: m.PromptTokens + m.OutputTokens,
+	}
+}
+
+// clampFactor keeps a fitted factor in (0, 1].
+func clampFactor(x float64) float64 {
+	return math.Max(1e-4, math.Min(1, x))
+}
+
+// efficiencies resolves the factors Solve uses per quantization: the
+// calibration's (explicit or fitted), else the accelerator's defaults.
+func efficiencies(req Request) (map[Quantization]Efficiency, error) {
+	out := map[Quantization]Efficiency{}
+	for _, q := range Quantizations() {
+		out[q] = DefaultEfficiency(req.Accelerator, q)
+	}
+	if req.Calibration == nil {
+		return out, nil
+	}
+	if err := req.Calibration.Validate(); err != nil {
+		return nil, err
+	}
+	for q, e := range req.Calibration.Fit(req.Accelerator) {
+		out[q] = e
+	}
+	return out, nil
+}

@@ -1,0 +1,175 @@
+package planner
+
+import "math"
+
+// prefillTokenBudget is the tokens one prefill pass may batch, like
+// TensorRT-LLM's max_num_tokens and vLLM's max_num_batched_tokens.
+const prefillTokenBudget = 8192
+
+// activationTokens bounds the tokens whose activations are live at once:
+// prefill is chunked to this size.
+const activationTokens = 4096
+
+// candidate is one (quantization, tensor parallelism) point of the search
+// with everything its performance model needs.
+type candidate struct {
+	model  Model
+	acc    Accelerator
+	quant  Quantization
+	tp     int
+	eff    Efficiency
+	prompt int // tokens per request
+	output int // generated tokens per request
+	ctx    int // longest sequence one request may reach
+}
+
+// expertsTouched is the expected number of distinct experts a batch of n
+// tokens routes to in one layer, E·(1−(1−k/E)^n), assuming independent,
+// uniform routing.
+func expertsTouched(experts, used int, n float64) float64 {
+	e := float64(experts)
+	return e * (1 - math.Pow(1-float64(used)/e, n))
+}
+
+// weightBytesPerGPU is one shard's weights.
+func (c candidate) weightBytesPerGPU() float64 {
+	return float64(c.model.WeightBytesPerShard(c.quant, c.tp))
+}
+
+// kvBytesPerTokenPerGPU is the KV cache one token occupies on one shard.
+func (c candidate) kvBytesPerTokenPerGPU() float64 {
+	m := c.model
+	return 2 * float64(m.Layers*m.kvHeadsPerShard(c.tp)*m.HeadDim) * c.acc.KVBytesPerElement
+}
+
+// kvTokens is the KV capacity a batch of b sequences needs: every sequence
+// at its full prompt + output, and never less than one full context.
+func (c candidate) kvTokens(b int) float64 {
+	return math.Max(float64(b*(c.prompt+c.output)), float64(c.ctx))
+}
+
+// activationBytesPerGPU is the live activations of the largest pass: the
+// residual stream and norms (4·hidden), this shard's q/k/v and expert
+// intermediates, and the f32 logits of the decode batch.
+func (c candidate) activationBytesPerGPU(b int) float64 {
+	m := c.model
+	tokens := math.Max(float64(b), math.Min(float64(c.prompt), activationTokens))
+	perToken := 4*float64(m.HiddenSize) +
+		float64((m.Heads+2*m.KVHeads)*m.HeadDim+2*m.ExpertsUsed*m.IntermediateSize)/float64(c.tp)
+	logits := float64(b) * float64(m.VocabSize) / float64(c.tp) * 4
+	return tokens*perToken*c.acc.ActivationBytesPerElement + logits
+}
+
+// memoryPerGPU is everything one shard holds at batch b.
+func (c candidate) memoryPerGPU(b int) float64 {
+	return c.weightBytesPerGPU() + c.kvTokens(b)*c.kvBytesPerTokenPerGPU() +
+		c.activationBytesPerGPU(b) + float64(c.acc.RuntimeOverheadBytes)
+}
+
+// passCost is the work one forward pass does on one shard.
+type passCost struct {
+	bytes     float64 // read from memory
+	flops     float64 // multiply-adds × 2
+	allReduce float64 // seconds spent in tensor-parallel all-reduces
+}
+
+// seconds is max(bytes/effective bandwidth, flops/effective compute) plus
+// the all-reduce time.
+func (c candidate) seconds(p passCost) float64 {
+	mem := p.bytes / (c.acc.MemoryBandwidth * c.eff.Bandwidth)
+	compute := p.flops / (c.acc.ComputeRate(c.quant) * c.eff.Compute)
+	return math.Max(mem, compute) + p.allReduce
+}
+
+// weightBytesRead is the weights a pass over n tokens streams from memory on
+// one shard: attention, the experts the tokens touch, the output head, and
+// the replicated F32 router and norms.
+func (c candidate) weightBytesRead(n float64) float64 {
+	m := c.model
+	bpw := c.quant.BytesPerWeight()
+	perLayer := float64(m.attentionParameters()) + expertsTouched(m.Experts, m.ExpertsUsed, n)*float64(m.expertParameters())
+	split := (float64(m.Layers)*perLayer + float64(m.headParameters())) * bpw / float64(c.tp)
+	return split + 4*float64(m.replicatedParameters())
+}
+
+// denseFLOPs is the matrix work per token on one shard, excluding attention
+// over the context.
+func (c candidate) denseFLOPs() float64 {
+	return 2 * float64(c.model.ActiveParameters()) / float64(c.tp)
+}
+
+// attentionFLOPs is QKᵀ and PV for one token attending to ctx positions on
+// one shard.
+func (c candidate) attentionFLOPs(ctx float64) float64 {
+	m := c.model
+	heads := float64(m.Heads) / float64(c.tp)
+	return 4 * float64(m.Layers) * heads * float64(m.HeadDim) * ctx
+}
+
+// allReduceSeconds is two ring all-reduces per layer (after attention and
+// after the experts) of n tokens' hidden states: 2(t−1) steps of latency and
+// 2(t−1)/t of the message over the link.
+func (c candidate) allReduceSeconds(n float64) float64 {
+	if c.tp <= 1 {
+		return 0
+	}
+	t := float64(c.tp)
+	msg := n * float64(c.model.HiddenSize) * c.acc.ActivationBytesPerElement
+	one := 2*(t-1)*c.acc.InterconnectLatency + 2*(t-1)/t*msg/c.acc.InterconnectBandwidth
+	return 2 * float64(c.model.Layers) * one
+}
+
+// decodeStep is the time of one decode step for b sequences whose KV cache
+// averages ctx tokens.
+func (c candidate) decodeStep(b int, ctx float64) float64 {
+	n := float64(b)
+	return c.seconds(passCost{
+		bytes:     c.weightBytesRead(n) + n*ctx*c.kvBytesPerTokenPerGPU(),
+		flops:     n * (c.denseFLOPs() + c.attentionFLOPs(ctx)),
+		allReduce: c.allReduceSeconds(n),
+	})
+}
+
+// prefill is the time to prefill n prompts of c.prompt tokens in one pass.
+func (c candidate) prefill(n int) float64 {
+	p := float64(c.prompt)
+	tokens := float64(n) * p
+	return c.seconds(passCost{
+		bytes:     c.weightBytesRead(tokens) + tokens*c.kvBytesPerTokenPerGPU(),
+		flops:     tokens * (c.denseFLOPs() + c.attentionFLOPs(p/2)),
+		allReduce: c.allReduceSeconds(tokens),
+	})
+}
+
+// performance is the model's prediction at one batch size.
+type performance struct {
+	batch      int
+	step       float64 // one decode step, seconds
+	itl        float64 // mean inter-token latency, seconds
+	ttft       float64 // mean time to first token, seconds
+	throughput float64 // generated tokens per second per replica
+	memory     float64 // bytes per GPU
+}
+
+// at predicts the steady state of a replica that keeps b sequences in
+// flight. Each sequence's O decode steps are interleaved with prefills of
+// the sequences that replace finished ones, so the mean inter-token latency
+// is step + b·(amortised prefill)/O. A new request waits half a step, then
+// M/D/1 queueing behind other prefills (utilisation ρ), then its own prefill.
+func (c candidate) at(b int) performance {
+	step := c.decodeStep(b, float64(c.prompt)+float64(c.output)/2)
+	group := max(1, min(b, prefillTokenBudget/max(1, c.prompt)))
+	amortised := c.prefill(group) / float64(group)
+	itl := step + float64(b)*amortised/float64(c.output)
+	rho := float64(b) * amortised / float64(c.output) / itl
+	single := c.prefill(1)
+	ttft := step/2 + rho/(2*(1-rho))*single + single
+	return performance{
+		batch:      b,
+		step:       step,
+		itl:        itl,
+		ttft:       ttft,
+		throughput: float64(b) / itl,
+		memory:     c.memoryPerGPU(b),
+	}
+}
