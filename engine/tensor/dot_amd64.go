@@ -1,0 +1,127 @@
+//go:build amd64 && !purego
+
+package tensor
+
+import (
+	"unsafe"
+
+	"golang.org/x/sys/cpu"
+)
+
+// useAVX2 selects the assembly kernels; they need AVX2, FMA and F16C
+// (every x86 CPU since Haswell / Zen 1 has all three).
+var useAVX2 = cpu.X86.HasAVX2 && cpu.X86.HasFMA && cpu.X86.HasF16C
+
+//go:noescape
+func dotF32AVX2(w *byte, x *float32, n int) float32
+
+//go:noescape
+func dotF16AVX2(w *byte, x *float32, n int) float32
+
+//go:noescape
+func dotBF16AVX2(w *byte, x *float32, n int) float32
+
+//go:noescape
+func dotQ8_0AVX2(w *byte, x *int8, d *float32, nb int) float32
+
+//go:noescape
+func dotQ4_0AVX2(w *byte, x *int8, d *float32, nb int) float32
+
+//go:noescape
+func dotQ8_0x4AVX2(w *byte, x *int8, d *float32, nb int, xstride int, out *[4]float32)
+
+//go:noescape
+func dotQ4_0x4AVX2(w *byte, x *int8, d *float32, nb int, xstride int, out *[4]float32)
+
+func floatRow(a *Acts, r int) []float32 { return a.F[r*a.Cols : (r+1)*a.Cols] }
+
+func dotF32(w []byte, a *Acts, r int) float32 {
+	x := floatRow(a, r)
+	if !useAVX2 {
+		return dotF32Generic(w, x)
+	}
+	n8 := len(x) &^ 7
+	s := float32(0)
+	if n8 > 0 {
+		s = dotF32AVX2(unsafe.SliceData(w), unsafe.SliceData(x), n8)
+	}
+	if n8 < len(x) {
+		s += dotF32Generic(w[4*n8:], x[n8:])
+	}
+	return s
+}
+
+func dotF16(w []byte, a *Acts, r int) float32 {
+	x := floatRow(a, r)
+	if !useAVX2 {
+		return dotF16Generic(w, x)
+	}
+	n8 := len(x) &^ 7
+	s := float32(0)
+	if n8 > 0 {
+		s = dotF16AVX2(unsafe.SliceData(w), unsafe.SliceData(x), n8)
+	}
+	if n8 < len(x) {
+		s += dotF16Generic(w[2*n8:], x[n8:])
+	}
+	return s
+}
+
+func dotBF16(w []byte, a *Acts, r int) float32 {
+	x := floatRow(a, r)
+	if !useAVX2 {
+		return dotBF16Generic(w, x)
+	}
+	n8 := len(x) &^ 7
+	s := float32(0)
+	if n8 > 0 {
+		s = dotBF16AVX2(unsafe.SliceData(w), unsafe.SliceData(x), n8)
+	}
+	if n8 < len(x) {
+		s += dotBF16Generic(w[2*n8:], x[n8:])
+	}
+	return s
+}
+
+func q8Row(a *Acts, r int) ([]int8, []float32) {
+	n := a.Cols
+	return a.Q[r*n : (r+1)*n], a.D[r*n/32 : (r+1)*n/32]
+}
+
+func dotQ8_0(w []byte, a *Acts, r int) float32 {
+	q, d := q8Row(a, r)
+	if !useAVX2 {
+		return dotQ8_0Generic(w, q, d)
+	}
+	return dotQ8_0AVX2(unsafe.SliceData(w), unsafe.SliceData(q), unsafe.SliceData(d), len(d))
+}
+
+func dotQ4_0(w []byte, a *Acts, r int) float32 {
+	q, d := q8Row(a, r)
+	if !useAVX2 {
+		return dotQ4_0Generic(w, q, d)
+	}
+	return dotQ4_0AVX2(unsafe.SliceData(w), unsafe.SliceData(q), unsafe.SliceData(d), len(d))
+}
+
+func dotQ8_0x4(w []byte, a *Acts, r int, out *[4]float32) {
+	if !useAVX2 {
+		for k := range out {
+			out[k] = dotQ8_0(w, a, r+k)
+		}
+		return
+	}
+	q, d := q8Row(a, r)
+	dotQ8_0x4AVX2(unsafe.SliceData(w), unsafe.SliceData(q), unsafe.SliceData(d), len(d), a.Cols, out)
+}
+
+func dotQ4_0x4(w []byte, a *Acts, r int, out *[4]float32) {
+	if !useAVX2 {
+		for k := range out {
+			out[k] = dotQ4_0(w, a, r+k)
+		}
+		return
+	}
+	q, d := q8Row(a, r)
+	dotQ4_0x4AVX2(unsafe.SliceData(w), unsafe.SliceData(q), unsafe.SliceData(d), len(d), a.Cols, out)
+}

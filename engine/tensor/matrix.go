@@ -1,0 +1,55 @@
+package tensor
+
+import "fmt"
+
+// Matrix is a read-only view of a weight matrix stored row by row in its
+// file type: Rows rows of Cols elements (ggml ne0 = Cols). Data usually
+// points into a memory-mapped model file.
+type Matrix struct {
+	Type       DType
+	Rows, Cols int
+	Data       []byte
+	rowBytes   int
+}
+
+// NewMatrix wraps data as a rows x cols matrix of type t. data must hold
+// exactly rows whole rows.
+func NewMatrix(t DType, rows, cols int, data []byte) (*Matrix, error) {
+	rb, err := t.RowBytes(cols)
+	if err != nil {
+		return nil, err
+	}
+	if len(data) != rows*rb {
+		return nil, fmt.Errorf("tensor: %dx%d %s matrix needs %d bytes, have %d", rows, cols, t, rows*rb, len(data))
+	}
+	return &Matrix{Type: t, Rows: rows, Cols: cols, Data: data, rowBytes: rb}, nil
+}
+
+// RowBytes is the size of one row in bytes.
+func (m *Matrix) RowBytes() int { return m.rowBytes }
+
+// Row returns row r's bytes.
+func (m *Matrix) Row(r int) []byte { return m.Data[r*m.rowBytes : (r+1)*m.rowBytes] }
+
+// RowRange returns the sub-matrix of rows [lo, hi) sharing m's storage.
+func (m *Matrix) RowRange(lo, hi int) *Matrix {
+	if lo < 0 || hi > m.Rows || lo > hi {
+		panic(fmt.Sprintf("tensor: row range [%d,%d) of %d rows", lo, hi, m.Rows))
+	}
+	return &Matrix{Type: m.Type, Rows: hi - lo, Cols: m.Cols, Data: m.Data[lo*m.rowBytes : hi*m.rowBytes], rowBytes: m.rowBytes}
+}
+
+// Bytes is the storage size of the matrix.
+func (m *Matrix) Bytes() int { return len(m.Data) }
+
+func checkMatMul(dst []float32, w *Matrix, a *Acts) {
+	if a.Type != w.Type.VecDotType() {
+		panic(fmt.Sprintf("tensor: %s matrix needs %s activations, have %s", w.Type, w.Type.VecDotType(), a.Type))
+	}
+	if a.Cols != w.Cols {
+		panic(fmt.Sprintf("tensor: matrix has %d columns, activations %d", w.Cols, a.Cols))
+	}
+	if len(dst) < a.Rows*w.Rows {
+		panic(fmt.Sprintf("tensor: dst holds %d values, need %d", len(dst), a.Rows*w.Rows))
+	}
+}
