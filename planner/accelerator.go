@@ -28,8 +28,9 @@ type Accelerator struct {
 	// InterconnectBandwidth is the per-device, one-direction bandwidth of
 	// that link in bytes per second.
 	InterconnectBandwidth float64 `json:"interconnectBandwidth"`
-	// InterconnectLatency is the latency of one ring step of an all-reduce,
-	// in seconds.
+	// InterconnectLatency is the fixed cost of one small all-reduce across
+	// the shards, in seconds (launch, synchronisation and one traversal of
+	// the switch or host bridge).
 	InterconnectLatency float64 `json:"interconnectLatency"`
 	// GPUsPerNode bounds tensor parallelism: a replica stays within a node.
 	GPUsPerNode int `json:"gpusPerNode"`

@@ -157,7 +157,7 @@ func (c *Calibration) Fit(a Accelerator) map[Quantization]Efficiency {
 			for _, m := range prefill {
 				cand := m.candidate(a, Efficiency{Bandwidth: 1, Compute: 1})
 				measured := float64(m.BatchSize*m.PromptTokens) / m.PrefillTokensPerSecond
-				ideal := cand.prefill(m.BatchSize) - cand.allReduceSeconds(float64(m.BatchSize*m.PromptTokens))
+				ideal := cand.prefill(m.BatchSize)
 				logs += math.Log(clampFactor(ideal / measured))
 			}
 			eff.Compute = math.Exp(logs / float64(len(prefill)))
@@ -169,7 +169,7 @@ func (c *Calibration) Fit(a Accelerator) map[Quantization]Efficiency {
 			ctx := float64(m.PromptTokens) + float64(m.OutputTokens)/2
 			n := float64(m.BatchSize)
 			measured := n/m.DecodeTokensPerSecond - cand.allReduceSeconds(n)
-			computeTime := n * (cand.denseFLOPs() + cand.attentionFLOPs(ctx)) / (a.ComputeRate(q) * eff.Compute)
+			computeTime := n * cand.denseFLOPs() / (a.ComputeRate(q) * eff.Compute)
 			if computeTime >= measured {
 				computeLogs += math.Log(clampFactor(eff.Compute * computeTime / measured))
 				computeN++

@@ -20,6 +20,16 @@ var acceleratorAliases = map[string]string{
 // order of 1-2 GB before weights.
 const gpuRuntimeOverhead = 1.5 * gb
 
+// nvlinkAllReduceLatency is the fixed cost of one small all-reduce over
+// NVLink/NVSwitch. nccl-tests report roughly 10-30 µs for small messages on
+// 8-GPU HGX systems; 25 µs is the value fitted to gpt-fast's batch-1 tensor
+// parallel scaling on A100 (docs/planner.md).
+const nvlinkAllReduceLatency = 25e-6
+
+// pcieAllReduceLatency doubles it for all-reduces staged over PCIe and the
+// host bridge, which have no switch fabric between GPUs.
+const pcieAllReduceLatency = 50e-6
+
 // gpuHeadroom leaves 10% of device memory free, as vLLM's default
 // gpu_memory_utilization of 0.9 does.
 const gpuHeadroom = 0.10
@@ -42,7 +52,7 @@ var accelerators = []Accelerator{
 		// NVLink 4: 900 GB/s per GPU, both directions together.
 		Interconnect:              "NVLink 4 (NVSwitch)",
 		InterconnectBandwidth:     450 * gb,
-		InterconnectLatency:       3e-6,
+		InterconnectLatency:       nvlinkAllReduceLatency,
 		GPUsPerNode:               8, // HGX H100 8-GPU baseboard
 		KVBytesPerElement:         2,
 		ActivationBytesPerElement: 2,
@@ -63,7 +73,7 @@ var accelerators = []Accelerator{
 		Int8OPS:                   1978.9 * tf,
 		Interconnect:              "NVLink 4 (NVSwitch)",
 		InterconnectBandwidth:     450 * gb, // 900 GB/s bidirectional
-		InterconnectLatency:       3e-6,
+		InterconnectLatency:       nvlinkAllReduceLatency,
 		GPUsPerNode:               8, // HGX H200 8-GPU baseboard
 		KVBytesPerElement:         2,
 		ActivationBytesPerElement: 2,
@@ -83,7 +93,7 @@ var accelerators = []Accelerator{
 		Int8OPS:                   624 * tf,   // 1,248 TOPS with sparsity
 		Interconnect:              "NVLink 3 (NVSwitch)",
 		InterconnectBandwidth:     300 * gb, // 600 GB/s bidirectional
-		InterconnectLatency:       3e-6,
+		InterconnectLatency:       nvlinkAllReduceLatency,
 		GPUsPerNode:               8,
 		KVBytesPerElement:         2,
 		ActivationBytesPerElement: 2,
@@ -102,7 +112,7 @@ var accelerators = []Accelerator{
 		Int8OPS:                   624 * tf,
 		Interconnect:              "NVLink 3 (NVSwitch)",
 		InterconnectBandwidth:     300 * gb,
-		InterconnectLatency:       3e-6,
+		InterconnectLatency:       nvlinkAllReduceLatency,
 		GPUsPerNode:               8,
 		KVBytesPerElement:         2,
 		ActivationBytesPerElement: 2,
@@ -122,7 +132,7 @@ var accelerators = []Accelerator{
 		Int8OPS:                   733 * tf,    // 1,466 TOPS with sparsity
 		Interconnect:              "PCIe Gen4 x16",
 		InterconnectBandwidth:     32 * gb, // 64 GB/s bidirectional
-		InterconnectLatency:       10e-6,
+		InterconnectLatency:       pcieAllReduceLatency,
 		GPUsPerNode:               8, // common 8-GPU OVX / 4U servers
 		KVBytesPerElement:         2,
 		ActivationBytesPerElement: 2,
@@ -142,7 +152,7 @@ var accelerators = []Accelerator{
 		Int8OPS:                   242.5 * tf, // 485 TOPS with sparsity
 		Interconnect:              "PCIe Gen4 x16",
 		InterconnectBandwidth:     32 * gb,
-		InterconnectLatency:       10e-6,
+		InterconnectLatency:       pcieAllReduceLatency,
 		GPUsPerNode:               8, // e.g. Google Cloud g2-standard-96
 		KVBytesPerElement:         2,
 		ActivationBytesPerElement: 2,

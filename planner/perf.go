@@ -66,19 +66,25 @@ func (c candidate) memoryPerGPU(b int) float64 {
 		c.activationBytesPerGPU(b) + float64(c.acc.RuntimeOverheadBytes)
 }
 
-// passCost is the work one forward pass does on one shard.
+// passCost is the work one forward pass does on one shard, split by kind of
+// operator because they run as separate kernels: the weight matrix products
+// and the attention over the KV cache each meet their own roofline, and
+// their times add.
 type passCost struct {
-	bytes     float64 // read from memory
-	flops     float64 // multiply-adds × 2
-	allReduce float64 // seconds spent in tensor-parallel all-reduces
+	weightBytes    float64 // weights streamed from memory
+	weightFLOPs    float64 // 2 × multiply-adds against those weights
+	attentionBytes float64 // KV cache read or written
+	attentionFLOPs float64 // QKᵀ and PV
+	allReduce      float64 // seconds spent in tensor-parallel all-reduces
 }
 
-// seconds is max(bytes/effective bandwidth, flops/effective compute) plus
-// the all-reduce time.
+// seconds is the roofline of each operator kind, max(bytes/effective
+// bandwidth, FLOPs/effective compute), summed, plus the all-reduce time.
 func (c candidate) seconds(p passCost) float64 {
-	mem := p.bytes / (c.acc.MemoryBandwidth * c.eff.Bandwidth)
-	compute := p.flops / (c.acc.ComputeRate(c.quant) * c.eff.Compute)
-	return math.Max(mem, compute) + p.allReduce
+	bw := c.acc.MemoryBandwidth * c.eff.Bandwidth
+	rate := c.acc.ComputeRate(c.quant) * c.eff.Compute
+	return math.Max(p.weightBytes/bw, p.weightFLOPs/rate) +
+		math.Max(p.attentionBytes/bw, p.attentionFLOPs/rate) + p.allReduce
 }
 
 // weightBytesRead is the weights a pass over n tokens streams from memory on
@@ -106,16 +112,16 @@ func (c candidate) attentionFLOPs(ctx float64) float64 {
 	return 4 * float64(m.Layers) * heads * float64(m.HeadDim) * ctx
 }
 
-// allReduceSeconds is two ring all-reduces per layer (after attention and
-// after the experts) of n tokens' hidden states: 2(t−1) steps of latency and
-// 2(t−1)/t of the message over the link.
+// allReduceSeconds is two all-reduces per layer (after attention and after
+// the experts) of n tokens' hidden states. Each costs the link's fixed
+// latency plus the ring's 2(t−1)/t of the message over the link bandwidth.
 func (c candidate) allReduceSeconds(n float64) float64 {
 	if c.tp <= 1 {
 		return 0
 	}
 	t := float64(c.tp)
 	msg := n * float64(c.model.HiddenSize) * c.acc.ActivationBytesPerElement
-	one := 2*(t-1)*c.acc.InterconnectLatency + 2*(t-1)/t*msg/c.acc.InterconnectBandwidth
+	one := c.acc.InterconnectLatency + 2*(t-1)/t*msg/c.acc.InterconnectBandwidth
 	return 2 * float64(c.model.Layers) * one
 }
 
@@ -124,9 +130,11 @@ func (c candidate) allReduceSeconds(n float64) float64 {
 func (c candidate) decodeStep(b int, ctx float64) float64 {
 	n := float64(b)
 	return c.seconds(passCost{
-		bytes:     c.weightBytesRead(n) + n*ctx*c.kvBytesPerTokenPerGPU(),
-		flops:     n * (c.denseFLOPs() + c.attentionFLOPs(ctx)),
-		allReduce: c.allReduceSeconds(n),
+		weightBytes:    c.weightBytesRead(n),
+		weightFLOPs:    n * c.denseFLOPs(),
+		attentionBytes: n * ctx * c.kvBytesPerTokenPerGPU(),
+		attentionFLOPs: n * c.attentionFLOPs(ctx),
+		allReduce:      c.allReduceSeconds(n),
 	})
 }
 
@@ -135,9 +143,11 @@ func (c candidate) prefill(n int) float64 {
 	p := float64(c.prompt)
 	tokens := float64(n) * p
 	return c.seconds(passCost{
-		bytes:     c.weightBytesRead(tokens) + tokens*c.kvBytesPerTokenPerGPU(),
-		flops:     tokens * (c.denseFLOPs() + c.attentionFLOPs(p/2)),
-		allReduce: c.allReduceSeconds(tokens),
+		weightBytes:    c.weightBytesRead(tokens),
+		weightFLOPs:    tokens * c.denseFLOPs(),
+		attentionBytes: tokens * c.kvBytesPerTokenPerGPU(),
+		attentionFLOPs: tokens * c.attentionFLOPs(p/2),
+		allReduce:      c.allReduceSeconds(tokens),
 	})
 }
 
