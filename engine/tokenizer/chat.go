@@ -1,0 +1,62 @@
+package tokenizer
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Message is one chat turn.
+type Message struct {
+	Role    string // "system", "user" or "assistant"
+	Content string
+}
+
+// ErrChat reports a conversation the template cannot render.
+var ErrChat = errors.New("tokenizer: invalid conversation")
+
+// MistralV1Chat renders a conversation with the Mistral v1 chat template of
+// Mixtral-8x7B-Instruct, as mistral-common tokenizes it:
+//
+//	<s>[INST] user [/INST] answer</s>[INST] next [/INST]
+//
+// "[INST]" is plain text, and each turn is tokenized on its own (so each
+// gets SentencePiece's dummy prefix). A system message, if any, must come
+// first; its text goes before the first user message followed by a blank
+// line. Turns must alternate user/assistant and end with a user turn.
+func (t *Tokenizer) MistralV1Chat(msgs []Message) ([]int32, error) {
+	var system string
+	if len(msgs) > 0 && msgs[0].Role == "system" {
+		system = msgs[0].Content
+		msgs = msgs[1:]
+	}
+	if len(msgs) == 0 {
+		return nil, fmt.Errorf("%w: no user message", ErrChat)
+	}
+	ids := []int32{t.v.BOS}
+	for i, m := range msgs {
+		want := "user"
+		if i%2 == 1 {
+			want = "assistant"
+		}
+		if m.Role != want {
+			if m.Role == "system" {
+				return nil, fmt.Errorf("%w: a system message must come first (message %d)", ErrChat, i)
+			}
+			return nil, fmt.Errorf("%w: message %d has role %q, want %q (turns must alternate user/assistant, starting with user)", ErrChat, i, m.Role, want)
+		}
+		if want == "user" {
+			content := m.Content
+			if i == 0 && system != "" {
+				content = system + "\n\n" + content
+			}
+			ids = append(ids, t.Encode("[INST] "+content+" [/INST]", false)...)
+		} else {
+			ids = append(ids, t.Encode(m.Content, false)...)
+			ids = append(ids, t.v.EOS)
+		}
+	}
+	if msgs[len(msgs)-1].Role != "user" {
+		return nil, fmt.Errorf("%w: the last message must be from the user", ErrChat)
+	}
+	return ids, nil
+}
