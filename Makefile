@@ -1,0 +1,121 @@
+# moe-operator: build, generate, test.
+#
+# Tools are pinned and built from the Go module proxy into a cache outside the clone
+# ($(TOOLS_DIR)); nothing here touches go.mod.
+
+SHELL := /usr/bin/env bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+CACHE_DIR ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/moe-operator
+TOOLS_DIR ?= $(CACHE_DIR)/bin
+
+CONTROLLER_GEN_VERSION ?= v0.23.0
+CONTROLLER_GEN ?= $(TOOLS_DIR)/controller-gen-$(CONTROLLER_GEN_VERSION)
+
+# Kubernetes version of the envtest control plane (built by hack/setup-envtest.sh).
+ENVTEST_K8S_VERSION ?= 1.37.2
+export ENVTEST_K8S_VERSION
+
+# Images. docker-build is for users who have Docker; CI builds none.
+IMG ?= ghcr.io/moe-operator/moe-operator:dev
+ENGINE_IMG ?= ghcr.io/moe-operator/moe-engine:dev
+CONTAINER_TOOL ?= docker
+
+# Packages `make test` runs; the whole module by default.
+TEST_PKGS ?= ./...
+TEST_FLAGS ?=
+
+# Arguments for `make run`.
+RUN_ARGS ?=
+
+GOWORK := off
+export GOWORK
+
+##@ General
+
+.PHONY: help
+help: ## Show this help.
+	@awk 'BEGIN {FS = ":.*##"; printf "Usage: make <target>\n"} /^[a-zA-Z_0-9-]+:.*?##/ { printf "  %-16s %s\n", $$1, $$2 } /^##@/ { printf "\n%s\n", substr($$0, 5) }' $(MAKEFILE_LIST)
+
+##@ Development
+
+.PHONY: generate
+generate: $(CONTROLLER_GEN) ## Generate DeepCopy methods for the API types.
+	$(CONTROLLER_GEN) object paths="./api/..."
+
+.PHONY: manifests
+manifests: $(CONTROLLER_GEN) ## Generate the CRD and RBAC manifests and sync them into the Helm chart.
+	$(CONTROLLER_GEN) crd:allowDangerousTypes=true rbac:roleName=manager-role paths="./api/...;./controllers/..." \
+		output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
+	hack/sync-chart.sh config charts/moe-operator
+
+.PHONY: crd-reference
+crd-reference: ## Regenerate docs/crd-reference.md from the API types.
+	go run ./hack/crd-reference > docs/crd-reference.md
+
+.PHONY: fmt
+fmt: ## Run gofmt on the operator's packages.
+	gofmt -l -w api controllers cmd/manager hack
+
+.PHONY: vet
+vet: ## Run go vet on the operator's packages.
+	go vet ./api/... ./controllers/... ./cmd/manager/... ./hack/...
+
+.PHONY: verify
+verify: $(CONTROLLER_GEN) ## Fail when generated code, CRDs, RBAC, chart copies or docs are stale, or code is unformatted.
+	CONTROLLER_GEN=$(CONTROLLER_GEN) hack/verify-generated.sh
+	@unformatted=$$(gofmt -l api controllers cmd/manager hack); \
+	if [[ -n "$$unformatted" ]]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
+
+##@ Test
+
+.PHONY: envtest
+envtest: ## Build (once) the kube-apiserver and etcd envtest uses; prints their folder.
+	@hack/setup-envtest.sh
+
+# The engine's parity tests read llama.cpp through node-llama-cpp in test/reference.
+REFERENCE_STAMP := test/reference/node_modules/.package-lock.json
+$(REFERENCE_STAMP): test/reference/package.json test/reference/package-lock.json
+	cd test/reference && npm ci --no-audit --no-fund --ignore-scripts --omit=optional
+	touch $@
+
+.PHONY: reference
+reference: $(REFERENCE_STAMP) ## Install the npm packages the engine's parity tests use.
+
+.PHONY: test
+test: reference ## Run the tests (envtest control plane included) for TEST_PKGS (default ./...).
+	KUBEBUILDER_ASSETS="$$(hack/setup-envtest.sh)" go test $(TEST_FLAGS) $(TEST_PKGS)
+
+##@ Build
+
+.PHONY: build
+build: ## Build the manager binary into bin/manager.
+	CGO_ENABLED=0 go build -trimpath -o bin/manager ./cmd/manager
+
+.PHONY: run
+run: ## Run the manager against the cluster in the current kubeconfig (install the CRDs first: make install).
+	go run ./cmd/manager --engine-image=$(ENGINE_IMG) $(RUN_ARGS)
+
+.PHONY: install
+install: ## Apply the CRDs to the cluster in the current kubeconfig (needs kubectl).
+	kubectl apply --server-side -f config/crd/bases
+
+.PHONY: uninstall
+uninstall: ## Delete the CRDs (and every MixtralDeployment) from the current cluster.
+	kubectl delete --ignore-not-found -f config/crd/bases
+
+.PHONY: docker-build
+docker-build: ## Build the operator image with Docker (or CONTAINER_TOOL).
+	$(CONTAINER_TOOL) build -t $(IMG) -f Dockerfile.manager .
+
+##@ Tools
+
+$(CONTROLLER_GEN):
+	mkdir -p $(TOOLS_DIR)/.tmp-controller-gen
+	GOBIN=$(TOOLS_DIR)/.tmp-controller-gen GOFLAGS=-buildvcs=false go install sigs.k8s.io/controller-tools/cmd/controller-gen@$(CONTROLLER_GEN_VERSION)
+	mv -f $(TOOLS_DIR)/.tmp-controller-gen/controller-gen $@
+	rmdir $(TOOLS_DIR)/.tmp-controller-gen
+
+.PHONY: controller-gen
+controller-gen: $(CONTROLLER_GEN) ## Build the pinned controller-gen into the tool cache.
