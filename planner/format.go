@@ -3,11 +3,14 @@ package planner
 import (
 	"fmt"
 	"strconv"
+	"strings"
 )
 
 // gigabytes formats bytes in decimal gigabytes: "93.4 GB".
+// whole numbers drop the decimal: "80 GB".
 func gigabytes(bytes float64) string {
-	return fmt.Sprintf("%.1f GB", bytes/1e9)
+	s := strconv.FormatFloat(bytes/1e9, 'f', 1, 64)
+	return strings.TrimSuffix(s, ".0") + " GB"
 }
 
 // millis formats seconds as milliseconds with a precision that suits the

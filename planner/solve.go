@@ -134,8 +134,9 @@ func evaluate(c candidate, req Request) (Plan, *failure) {
 	}
 	usable := float64(a.UsableMemoryBytes())
 	if need := c.memoryPerGPU(1); need > usable {
-		return fail(failMemory, need, "%s of weights + KV cache for one %d-token context + runtime exceed the %s usable (%.0f%% of %s)",
-			gigabytes(weights), c.ctx, gigabytes(usable), 100*(1-a.MemoryHeadroom), gigabytes(float64(a.MemoryBytes)))
+		return fail(failMemory, need, "%s of weights + %s of KV cache for one %d-token context + runtime = %s exceed the %s usable (%.0f%% of %s)",
+			gigabytes(weights), gigabytes(c.kvTokens(1)*c.kvBytesPerTokenPerGPU()), c.ctx, gigabytes(need),
+			gigabytes(usable), 100*(1-a.MemoryHeadroom), gigabytes(float64(a.MemoryBytes)))
 	}
 	first := c.at(1)
 	itlBound, ttftBound := req.Targets.ITL.Seconds(), req.Targets.TTFT.Seconds()
