@@ -1,0 +1,139 @@
+// Command manager runs the moe-operator controller manager: the MixtralDeployment
+// reconciler, its metrics endpoint, health probes and leader election.
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"go.uber.org/zap/zapcore"
+	"k8s.io/apimachinery/pkg/runtime"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	servingv1alpha1 "github.com/moe-operator/moe-operator/api/v1alpha1"
+	"github.com/moe-operator/moe-operator/controllers"
+)
+
+// defaultEngineImage is the engine image for MixtralDeployments that name none. Release
+// builds stamp it with -ldflags "-X main.defaultEngineImage=...".
+var defaultEngineImage = "ghcr.io/moe-operator/moe-engine:dev"
+
+// leaderElectionID names the Lease the manager replicas compete for.
+const leaderElectionID = "moe-operator.serving.moe-operator.io"
+
+// options are the manager's command-line settings.
+type options struct {
+	metricsAddr   string
+	probeAddr     string
+	leaderElect   bool
+	leaderElectNS string
+	logLevel      zapcore.Level
+	logFormat     string
+	engineImage   string
+}
+
+// parseFlags reads the command line; it returns flag.ErrHelp for -h.
+func parseFlags(args []string, output io.Writer) (options, error) {
+	var o options
+	fs := flag.NewFlagSet("manager", flag.ContinueOnError)
+	fs.SetOutput(output)
+	fs.StringVar(&o.metricsAddr, "metrics-bind-address", ":8080",
+		"Address the Prometheus metrics endpoint binds to (host:port); \"0\" disables it.")
+	fs.StringVar(&o.probeAddr, "health-probe-bind-address", ":8081",
+		"Address the /healthz and /readyz endpoints bind to.")
+	fs.BoolVar(&o.leaderElect, "leader-elect", false,
+		"Elect a leader through a Lease so only one manager replica reconciles at a time.")
+	fs.StringVar(&o.leaderElectNS, "leader-election-namespace", "",
+		"Namespace of the leader-election Lease; defaults to the manager's own namespace.")
+	level := fs.String("log-level", "info", "Log level: debug, info, warn or error.")
+	fs.StringVar(&o.logFormat, "log-format", "json", "Log format: json or console.")
+	fs.StringVar(&o.engineImage, "engine-image", defaultEngineImage,
+		"Engine image for MixtralDeployments whose spec.engine.image is empty.")
+	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	if fs.NArg() > 0 {
+		return o, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
+	}
+	if err := o.logLevel.UnmarshalText([]byte(*level)); err != nil || o.logLevel > zapcore.ErrorLevel {
+		return o, fmt.Errorf("-log-level %q: want debug, info, warn or error", *level)
+	}
+	if o.logFormat != "json" && o.logFormat != "console" {
+		return o, fmt.Errorf("-log-format %q: want json or console", o.logFormat)
+	}
+	if o.engineImage == "" {
+		return o, errors.New("-engine-image must not be empty")
+	}
+	return o, nil
+}
+
+func main() {
+	o, err := parseFlags(os.Args[1:], os.Stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "manager:", err)
+		os.Exit(2)
+	}
+	if err := run(o); err != nil {
+		ctrl.Log.Error(err, "manager stopped")
+		os.Exit(1)
+	}
+}
+
+func run(o options) error {
+	encoder := zap.JSONEncoder()
+	if o.logFormat == "console" {
+		encoder = zap.ConsoleEncoder()
+	}
+	ctrl.SetLogger(zap.New(zap.Level(o.logLevel), encoder))
+	log := ctrl.Log.WithName("setup")
+
+	scheme := runtime.NewScheme()
+	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
+	utilruntime.Must(servingv1alpha1.AddToScheme(scheme))
+
+	cfg, err := ctrl.GetConfig()
+	if err != nil {
+		return fmt.Errorf("loading the kubeconfig: %w", err)
+	}
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:                        scheme,
+		Metrics:                       metricsserver.Options{BindAddress: o.metricsAddr},
+		HealthProbeBindAddress:        o.probeAddr,
+		LeaderElection:                o.leaderElect,
+		LeaderElectionID:              leaderElectionID,
+		LeaderElectionNamespace:       o.leaderElectNS,
+		LeaderElectionReleaseOnCancel: true,
+	})
+	if err != nil {
+		return fmt.Errorf("creating the manager: %w", err)
+	}
+	r := &controllers.MixtralDeploymentReconciler{
+		Client:      mgr.GetClient(),
+		Recorder:    mgr.GetEventRecorder("moe-operator"),
+		EngineImage: o.engineImage,
+	}
+	if err := r.SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("setting up the MixtralDeployment controller: %w", err)
+	}
+	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
+		return fmt.Errorf("adding the health check: %w", err)
+	}
+	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
+		return fmt.Errorf("adding the readiness check: %w", err)
+	}
+	log.Info("starting manager", "engineImage", o.engineImage, "leaderElection", o.leaderElect,
+		"metrics", o.metricsAddr, "probes", o.probeAddr)
+	return mgr.Start(ctrl.SetupSignalHandler())
+}

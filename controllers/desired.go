@@ -1,0 +1,480 @@
+package controllers
+
+import (
+	"encoding/json"
+	"fmt"
+	"hash/fnv"
+	"math"
+	"strconv"
+	"strings"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
+
+	servingv1alpha1 "github.com/moe-operator/moe-operator/api/v1alpha1"
+	"github.com/moe-operator/moe-operator/planner"
+)
+
+// Names and paths shared by the engine pods.
+const (
+	engineContainerName = "engine"
+	// PortName is the name of the engine's HTTP port on the pods and the Service.
+	PortName = "http"
+
+	modelVolumeName = "model"
+	modelMountPath  = "/models"
+	shmVolumeName   = "dshm"
+	shmMountPath    = "/dev/shm"
+	tmpVolumeName   = "tmp"
+	tmpMountPath    = "/tmp"
+
+	// engineUID is the unprivileged user the engine runs as (the distroless "nonroot" user).
+	engineUID = 65532
+
+	// gpuProductLabel is the node label NVIDIA GPU feature discovery sets to the GPU model.
+	gpuProductLabel = "nvidia.com/gpu.product"
+
+	templateHashKey = servingv1alpha1.LabelTemplateHash
+)
+
+// Startup budget: a pod must load the model within startupBase plus the time to read the
+// model's BF16-sized weights at startupLoadBytesPerSecond (a download or a cold volume
+// read). Mixtral-8x7B gets about 17.5 minutes, Mixtral-8x22B about 49.
+const (
+	startupBase               = 2 * time.Minute
+	startupLoadBytesPerSecond = 100e6
+	startupProbePeriodSeconds = 10
+	// rolloutSlack is added to the startup budget for the Deployment's progress deadline.
+	rolloutSlack = 10 * time.Minute
+)
+
+// Default resources per replica when spec.engine.resources leaves them out.
+var (
+	cpuPerGPU           = resource.MustParse("4")
+	memoryPerGPU        = resource.MustParse("16Gi")
+	cpuEngineCPU        = resource.MustParse("2")
+	gpuShmSize          = resource.MustParse("1Gi")
+	cpuShmSize          = resource.MustParse("256Mi")
+	tmpSize             = resource.MustParse("1Gi")
+	engineStopGrace     = int64(45)
+	deploymentHistory   = int32(3)
+	engineManagedFlags  = []string{"--model", "--quantization", "--tensor-parallel", "--port", "--served-model-name", "--ctx-size", "--max-num-seqs"}
+	defaultEnginePort   = int32(8000)
+	defaultResourceName = corev1.ResourceName("nvidia.com/gpu")
+)
+
+// workload is everything the desired-object builders read: the object, the plan in effect
+// and the catalog entries it was made from. Building one is the only place the spec and
+// the plan meet; the builders below are pure functions of it.
+type workload struct {
+	obj         *servingv1alpha1.MixtralDeployment
+	plan        servingv1alpha1.Plan
+	model       planner.Model
+	accelerator planner.Accelerator
+	// image is the engine image to run when spec.engine.image is empty.
+	image string
+}
+
+// replicas is spec.replicas when set (by a user, an HPA or the autoscaler), else the plan's.
+func (w workload) replicas() int32 {
+	if r := w.obj.Spec.Replicas; r != nil {
+		return *r
+	}
+	return w.plan.Replicas
+}
+
+// gpus is the number of accelerator devices each replica requests: none on cpu.
+func (w workload) gpus() int32 {
+	if w.obj.Spec.Accelerator.Type == servingv1alpha1.AcceleratorCPU {
+		return 0
+	}
+	return w.plan.GPUsPerReplica
+}
+
+func (w workload) resourceName() corev1.ResourceName {
+	if n := w.obj.Spec.Accelerator.ResourceName; n != "" {
+		return n
+	}
+	return defaultResourceName
+}
+
+func (w workload) port() int32 {
+	if p := w.obj.Spec.Engine.Port; p != 0 {
+		return p
+	}
+	return defaultEnginePort
+}
+
+// selectorLabels select the engine pods of one MixtralDeployment.
+func selectorLabels(name string) map[string]string {
+	return map[string]string{servingv1alpha1.LabelMixtralDeployment: name}
+}
+
+// commonLabels go on every object the operator creates.
+func commonLabels(name string) map[string]string {
+	l := selectorLabels(name)
+	l["app.kubernetes.io/name"] = "moe-engine"
+	l["app.kubernetes.io/instance"] = name
+	l["app.kubernetes.io/component"] = "engine"
+	l["app.kubernetes.io/managed-by"] = "moe-operator"
+	return l
+}
+
+// servedModelName is the model name clients send: spec.model.servedName, else the preset,
+// else the object's name.
+func servedModelName(obj *servingv1alpha1.MixtralDeployment) string {
+	switch {
+	case obj.Spec.Model.ServedName != "":
+		return obj.Spec.Model.ServedName
+	case obj.Spec.Model.Preset != "":
+		return string(obj.Spec.Model.Preset)
+	}
+	return obj.Name
+}
+
+// modelDisplayName is status.model: the preset or the URI.
+func modelDisplayName(m servingv1alpha1.ModelSpec) string {
+	if m.Preset != "" {
+		return string(m.Preset)
+	}
+	return m.URI
+}
+
+// modelSource returns the engine's --model argument and, for pvc:// URIs, the claim to
+// mount at modelMountPath. Remote sources pass through unchanged (the engine downloads them
+// into the model volume); pvc:// and file:// become plain paths inside the container.
+func modelSource(m servingv1alpha1.ModelSpec) (arg, claim string) {
+	uri := m.URI
+	if m.Preset != "" {
+		uri = presetSources[m.Preset]
+	}
+	switch {
+	case strings.HasPrefix(uri, "pvc://"):
+		rest := strings.TrimPrefix(uri, "pvc://")
+		claim, path, _ := strings.Cut(rest, "/")
+		return modelMountPath + "/" + path, claim
+	case strings.HasPrefix(uri, "file://"):
+		return strings.TrimPrefix(uri, "file://"), ""
+	}
+	return uri, ""
+}
+
+// contextSize is the engine's --ctx-size: spec.targets.maxContextLength or the model's.
+func (w workload) contextSize() int32 {
+	if c := w.obj.Spec.Targets.MaxContextLength; c > 0 {
+		return c
+	}
+	return int32(w.model.ContextLength)
+}
+
+// engineArgs is the engine's command line after the image's `moe` entrypoint.
+func (w workload) engineArgs() []string {
+	model, _ := modelSource(w.obj.Spec.Model)
+	args := []string{
+		"serve",
+		"--model", model,
+		"--quantization", strings.ToLower(w.plan.Quantization),
+		"--tensor-parallel", strconv.Itoa(int(w.plan.TensorParallelism)),
+		"--port", strconv.Itoa(int(w.port())),
+		"--served-model-name", servedModelName(w.obj),
+		"--ctx-size", strconv.Itoa(int(w.contextSize())),
+		"--max-num-seqs", strconv.Itoa(int(w.plan.BatchSize)),
+	}
+	return append(args, w.obj.Spec.Engine.ExtraArgs...)
+}
+
+// startupTimeout is how long a pod may take to become ready the first time.
+func (w workload) startupTimeout() time.Duration {
+	if t := w.obj.Spec.Engine.StartupTimeout; t != nil {
+		return t.Duration
+	}
+	load := float64(w.model.WeightBytes(planner.BF16)) / startupLoadBytesPerSecond
+	return startupBase + time.Duration(load*float64(time.Second)).Round(time.Second)
+}
+
+// startupFailureThreshold spreads the startup timeout over probes every
+// startupProbePeriodSeconds.
+func (w workload) startupFailureThreshold() int32 {
+	return int32(math.Ceil(w.startupTimeout().Seconds() / startupProbePeriodSeconds))
+}
+
+func (w workload) shmSize() resource.Quantity {
+	if w.gpus() == 0 {
+		return cpuShmSize
+	}
+	return gpuShmSize
+}
+
+// defaultResources are the CPU and memory a replica requests when the user does not say:
+// per GPU on accelerators; on cpu, the plan's memory (weights, KV cache, runtime).
+func (w workload) defaultResources() (cpu, memory resource.Quantity) {
+	shm := w.shmSize()
+	if g := int64(w.gpus()); g > 0 {
+		cpu = *resource.NewQuantity(cpuPerGPU.Value()*g, resource.DecimalSI)
+		memory = *resource.NewQuantity(memoryPerGPU.Value()*g+shm.Value(), resource.BinarySI)
+		return cpu, memory
+	}
+	const mib = 1 << 20
+	planned := (w.plan.MemoryPerGPUBytes + mib - 1) / mib * mib
+	return cpuEngineCPU.DeepCopy(), *resource.NewQuantity(planned+shm.Value(), resource.BinarySI)
+}
+
+// resources merges spec.engine.resources over the defaults and sets the accelerator
+// resource to the plan's GPUs per replica. Requests and limits are equal unless the user
+// says otherwise, which gives the engine Guaranteed QoS.
+func (w workload) resources() corev1.ResourceRequirements {
+	user := w.obj.Spec.Engine.Resources
+	cpu, memory := w.defaultResources()
+	defaults := corev1.ResourceList{corev1.ResourceCPU: cpu, corev1.ResourceMemory: memory}
+	out := corev1.ResourceRequirements{Requests: corev1.ResourceList{}, Limits: corev1.ResourceList{}}
+	for name, q := range user.Requests {
+		out.Requests[name] = q.DeepCopy()
+	}
+	for name, q := range user.Limits {
+		out.Limits[name] = q.DeepCopy()
+	}
+	for name, def := range defaults {
+		req, hasReq := user.Requests[name]
+		limit, hasLimit := user.Limits[name]
+		switch {
+		case hasReq && !hasLimit:
+			out.Limits[name] = req.DeepCopy()
+		case !hasReq && hasLimit:
+			if limit.Cmp(def) < 0 {
+				def = limit
+			}
+			out.Requests[name] = def.DeepCopy()
+		case !hasReq && !hasLimit:
+			out.Requests[name] = def.DeepCopy()
+			out.Limits[name] = def.DeepCopy()
+		}
+	}
+	if g := int64(w.gpus()); g > 0 {
+		n := *resource.NewQuantity(g, resource.DecimalSI)
+		out.Requests[w.resourceName()] = n
+		out.Limits[w.resourceName()] = n.DeepCopy()
+	}
+	return out
+}
+
+// placement is the pods' node selector and tolerations: the GPU product label and the GPU
+// taint for accelerators, replaced or extended by spec.accelerator.
+func (w workload) placement() (map[string]string, []corev1.Toleration) {
+	spec := w.obj.Spec.Accelerator
+	var selector map[string]string
+	switch {
+	case len(spec.NodeSelector) > 0:
+		selector = make(map[string]string, len(spec.NodeSelector))
+		for k, v := range spec.NodeSelector {
+			selector[k] = v
+		}
+	case w.gpus() > 0 && w.accelerator.ProductLabel != "":
+		selector = map[string]string{gpuProductLabel: w.accelerator.ProductLabel}
+	}
+	var tolerations []corev1.Toleration
+	if w.gpus() > 0 {
+		tolerations = append(tolerations, corev1.Toleration{
+			Key: string(w.resourceName()), Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoSchedule,
+		})
+	}
+	for _, t := range spec.Tolerations {
+		tolerations = append(tolerations, *t.DeepCopy())
+	}
+	return selector, tolerations
+}
+
+func (w workload) env() []corev1.EnvVar {
+	env := []corev1.EnvVar{
+		// The root file system is read-only; tools that write under $HOME get a scratch folder.
+		{Name: "HOME", Value: tmpMountPath},
+	}
+	if ref := w.obj.Spec.Model.TokenSecretRef; ref != nil {
+		env = append(env, corev1.EnvVar{Name: "HF_TOKEN", ValueFrom: &corev1.EnvVarSource{SecretKeyRef: ref.DeepCopy()}})
+	}
+	for _, e := range w.obj.Spec.Engine.Env {
+		env = append(env, *e.DeepCopy())
+	}
+	return env
+}
+
+func (w workload) volumes() ([]corev1.Volume, []corev1.VolumeMount) {
+	_, claim := modelSource(w.obj.Spec.Model)
+	model := corev1.Volume{Name: modelVolumeName}
+	if claim != "" {
+		model.PersistentVolumeClaim = &corev1.PersistentVolumeClaimVolumeSource{ClaimName: claim, ReadOnly: true}
+	} else {
+		// Remote models are downloaded here; it lives as long as the pod.
+		model.EmptyDir = &corev1.EmptyDirVolumeSource{}
+	}
+	shm := w.shmSize()
+	volumes := []corev1.Volume{
+		model,
+		{Name: shmVolumeName, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{Medium: corev1.StorageMediumMemory, SizeLimit: &shm}}},
+		{Name: tmpVolumeName, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{SizeLimit: ptr.To(tmpSize.DeepCopy())}}},
+	}
+	mounts := []corev1.VolumeMount{
+		{Name: modelVolumeName, MountPath: modelMountPath, ReadOnly: claim != ""},
+		{Name: shmVolumeName, MountPath: shmMountPath},
+		{Name: tmpVolumeName, MountPath: tmpMountPath},
+	}
+	return volumes, mounts
+}
+
+func httpProbe(path string, period, failures int32) *corev1.Probe {
+	return &corev1.Probe{
+		ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
+			Path: path, Port: intstr.FromString(PortName), Scheme: corev1.URISchemeHTTP,
+		}},
+		PeriodSeconds:    period,
+		TimeoutSeconds:   5,
+		SuccessThreshold: 1,
+		FailureThreshold: failures,
+	}
+}
+
+// podTemplate is the engine pod template without the template-hash label.
+func (w workload) podTemplate() corev1.PodTemplateSpec {
+	name := w.obj.Name
+	image := w.obj.Spec.Engine.Image
+	if image == "" {
+		image = w.image
+	}
+	pullPolicy := w.obj.Spec.Engine.ImagePullPolicy
+	if pullPolicy == "" {
+		pullPolicy = corev1.PullIfNotPresent
+	}
+	nodeSelector, tolerations := w.placement()
+	volumes, mounts := w.volumes()
+	var pullSecrets []corev1.LocalObjectReference
+	for _, s := range w.obj.Spec.Engine.ImagePullSecrets {
+		pullSecrets = append(pullSecrets, s)
+	}
+	return corev1.PodTemplateSpec{
+		ObjectMeta: metav1.ObjectMeta{
+			Labels: commonLabels(name),
+			Annotations: map[string]string{
+				"prometheus.io/scrape": "true",
+				"prometheus.io/port":   strconv.Itoa(int(w.port())),
+				"prometheus.io/path":   "/metrics",
+			},
+		},
+		Spec: corev1.PodSpec{
+			AutomountServiceAccountToken:  ptr.To(false),
+			EnableServiceLinks:            ptr.To(false),
+			TerminationGracePeriodSeconds: ptr.To(engineStopGrace),
+			NodeSelector:                  nodeSelector,
+			Tolerations:                   tolerations,
+			ImagePullSecrets:              pullSecrets,
+			SecurityContext: &corev1.PodSecurityContext{
+				RunAsNonRoot:   ptr.To(true),
+				RunAsUser:      ptr.To(int64(engineUID)),
+				RunAsGroup:     ptr.To(int64(engineUID)),
+				FSGroup:        ptr.To(int64(engineUID)),
+				SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+			},
+			Containers: []corev1.Container{{
+				Name:            engineContainerName,
+				Image:           image,
+				ImagePullPolicy: pullPolicy,
+				Args:            w.engineArgs(),
+				Ports:           []corev1.ContainerPort{{Name: PortName, ContainerPort: w.port(), Protocol: corev1.ProtocolTCP}},
+				Env:             w.env(),
+				Resources:       w.resources(),
+				VolumeMounts:    mounts,
+				// Loading can take many minutes: the startup probe holds off liveness until
+				// the model is ready, within a budget sized from the model.
+				StartupProbe:   httpProbe("/ready", startupProbePeriodSeconds, w.startupFailureThreshold()),
+				ReadinessProbe: httpProbe("/ready", 5, 3),
+				LivenessProbe:  httpProbe("/health", 10, 6),
+				SecurityContext: &corev1.SecurityContext{
+					RunAsNonRoot:             ptr.To(true),
+					AllowPrivilegeEscalation: ptr.To(false),
+					ReadOnlyRootFilesystem:   ptr.To(true),
+					Privileged:               ptr.To(false),
+					Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+					SeccompProfile:           &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+				},
+				TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
+			}},
+			Volumes: volumes,
+		},
+	}
+}
+
+// templateHash is a short, stable hash of a pod template.
+func templateHash(t corev1.PodTemplateSpec) string {
+	data, err := json.Marshal(t)
+	if err != nil {
+		// A PodTemplateSpec always marshals; a failure is a programmer error.
+		panic(fmt.Sprintf("controllers: hashing pod template: %v", err))
+	}
+	h := fnv.New64a()
+	_, _ = h.Write(data)
+	return strconv.FormatUint(h.Sum64(), 36)
+}
+
+// desiredDeployment is the engine Deployment for w.
+func desiredDeployment(w workload) *appsv1.Deployment {
+	template := w.podTemplate()
+	hash := templateHash(template)
+	template.Labels[templateHashKey] = hash
+	labels := commonLabels(w.obj.Name)
+	return &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: w.obj.Name, Namespace: w.obj.Namespace, Labels: labels},
+		Spec: appsv1.DeploymentSpec{
+			Replicas: ptr.To(w.replicas()),
+			Selector: &metav1.LabelSelector{MatchLabels: selectorLabels(w.obj.Name)},
+			Template: template,
+			// One new pod at a time and none taken down before it is ready: serving
+			// continues through a rollout, which needs room for one extra replica.
+			Strategy: appsv1.DeploymentStrategy{
+				Type: appsv1.RollingUpdateDeploymentStrategyType,
+				RollingUpdate: &appsv1.RollingUpdateDeployment{
+					MaxSurge:       ptr.To(intstr.FromInt32(1)),
+					MaxUnavailable: ptr.To(intstr.FromInt32(0)),
+				},
+			},
+			RevisionHistoryLimit:    ptr.To(deploymentHistory),
+			ProgressDeadlineSeconds: ptr.To(int32((w.startupTimeout() + rolloutSlack).Seconds())),
+		},
+	}
+}
+
+// desiredService is the ClusterIP Service in front of the engine pods.
+func desiredService(w workload) *corev1.Service {
+	return &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: w.obj.Name, Namespace: w.obj.Namespace, Labels: commonLabels(w.obj.Name)},
+		Spec: corev1.ServiceSpec{
+			Type:     corev1.ServiceTypeClusterIP,
+			Selector: selectorLabels(w.obj.Name),
+			Ports: []corev1.ServicePort{{
+				Name: PortName, Port: w.port(), TargetPort: intstr.FromString(PortName), Protocol: corev1.ProtocolTCP,
+			}},
+		},
+	}
+}
+
+// desiredPodDisruptionBudget lets voluntary disruptions (drains, upgrades) take one engine
+// pod at a time. Pods that never became ready may always be evicted, so a pod stuck loading
+// does not block a drain.
+func desiredPodDisruptionBudget(w workload) *policyv1.PodDisruptionBudget {
+	return &policyv1.PodDisruptionBudget{
+		ObjectMeta: metav1.ObjectMeta{Name: w.obj.Name, Namespace: w.obj.Namespace, Labels: commonLabels(w.obj.Name)},
+		Spec: policyv1.PodDisruptionBudgetSpec{
+			MaxUnavailable:             ptr.To(intstr.FromInt32(1)),
+			Selector:                   &metav1.LabelSelector{MatchLabels: selectorLabels(w.obj.Name)},
+			UnhealthyPodEvictionPolicy: ptr.To(policyv1.AlwaysAllow),
+		},
+	}
+}
+
+// endpoint is the in-cluster base URL of the OpenAI API.
+func endpoint(obj *servingv1alpha1.MixtralDeployment, port int32) string {
+	return fmt.Sprintf("http://%s.%s.svc:%d/v1", obj.Name, obj.Namespace, port)
+}

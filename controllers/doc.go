@@ -1,0 +1,15 @@
+// Package controllers holds the MixtralDeployment reconciler.
+//
+// A reconcile pass fetches the object, runs small phases in order and writes status once:
+//
+//	plan      the planner sizes the deployment from the spec; infeasible targets are
+//	          reported in the Planned condition, not retried
+//	workload  the engine Deployment (`moe serve`), built by desiredDeployment
+//	service   the ClusterIP Service, port "http"
+//	pdb       a PodDisruptionBudget allowing one voluntary disruption at a time
+//	status    every owned condition recomputed, events on plan changes
+//
+// The desired-object builders are pure functions of a workload value and are table-tested;
+// applying them compares only the fields the operator owns, so a second pass over an
+// unchanged object writes nothing.
+package controllers

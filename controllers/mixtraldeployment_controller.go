@@ -1,0 +1,228 @@
+package controllers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	"k8s.io/client-go/tools/events"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+
+	servingv1alpha1 "github.com/moe-operator/moe-operator/api/v1alpha1"
+	"github.com/moe-operator/moe-operator/planner"
+)
+
+// conflictRetry is how often a MixtralDeployment blocked by a foreign child object is
+// retried; the foreign object is not watched, so its removal raises no event.
+const conflictRetry = 30 * time.Second
+
+// MixtralDeploymentReconciler turns a MixtralDeployment into a planned engine Deployment,
+// its Service and its PodDisruptionBudget.
+type MixtralDeploymentReconciler struct {
+	client.Client
+	// Recorder records events on MixtralDeployments.
+	Recorder events.EventRecorder
+	// EngineImage is the engine image used when spec.engine.image is empty.
+	EngineImage string
+	// Solve sizes a deployment; nil means planner.Solve. Tests replace it.
+	Solve func(planner.Request) (planner.Result, error)
+}
+
+// scope is one reconcile pass: the object, a snapshot of its status, and what the phases
+// learned for the status phase.
+type scope struct {
+	obj    *servingv1alpha1.MixtralDeployment
+	before *servingv1alpha1.MixtralDeployment
+
+	// planErr is set when the planner refused the spec; planReason is its condition reason.
+	planErr    error
+	planReason string
+	// workload is the plan in effect and its inputs; nil when this pass has no plan, in
+	// which case the workload phases leave existing children as they are.
+	workload *workload
+
+	deployment *appsv1.Deployment
+	service    *corev1.Service
+}
+
+// +kubebuilder:rbac:groups=serving.moe-operator.io,resources=mixtraldeployments,verbs=get;list;watch
+// +kubebuilder:rbac:groups=serving.moe-operator.io,resources=mixtraldeployments/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=serving.moe-operator.io,resources=mixtraldeployments/finalizers,verbs=update
+// +kubebuilder:rbac:groups=apps,resources=deployments,verbs=get;list;watch;create;update;patch
+// +kubebuilder:rbac:groups="",resources=services,verbs=get;list;watch;create;update;patch
+// +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=get;list;watch;create;update;patch
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+
+// Reconcile runs the phases plan → workload → service → PDB, then writes status once.
+func (r *MixtralDeploymentReconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ctrl.Result, err error) {
+	obj := &servingv1alpha1.MixtralDeployment{}
+	if err := r.Get(ctx, req.NamespacedName, obj); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if !obj.DeletionTimestamp.IsZero() {
+		// Children carry owner references; the garbage collector removes them.
+		return ctrl.Result{}, nil
+	}
+	s := &scope{obj: obj, before: obj.DeepCopy()}
+	defer func() {
+		if statusErr := r.reconcileStatus(ctx, s, err); statusErr != nil {
+			err = errors.Join(err, statusErr)
+		}
+		var conflict *conflictError
+		if errors.As(err, &conflict) {
+			// A user problem, reported in Degraded; retry slowly instead of backing off hot.
+			logf.FromContext(ctx).Info("child object conflict", "reason", conflict.Error())
+			result, err = ctrl.Result{RequeueAfter: conflictRetry}, nil
+		}
+	}()
+
+	phases := []func(context.Context, *scope) error{
+		r.reconcilePlan,
+		r.reconcileWorkload,
+		r.reconcileService,
+		r.reconcilePodDisruptionBudget,
+	}
+	for _, phase := range phases {
+		if err := phase(ctx, s); err != nil {
+			return ctrl.Result{}, err
+		}
+	}
+	return ctrl.Result{}, nil
+}
+
+// reconcilePlan asks the planner for the cheapest configuration that meets the targets. A
+// spec the planner refuses (infeasible targets, an impossible override) is not an error:
+// it is reported in the Planned condition and an event, the existing workload keeps its
+// previous plan, and nothing is retried until the spec changes.
+func (r *MixtralDeploymentReconciler) reconcilePlan(ctx context.Context, s *scope) error {
+	solve := r.Solve
+	if solve == nil {
+		solve = planner.Solve
+	}
+	req, err := planRequest(s.obj.Spec)
+	var res planner.Result
+	if err == nil {
+		res, err = solve(req)
+	}
+	switch {
+	case errors.Is(err, planner.ErrInfeasible):
+		s.planErr, s.planReason = err, servingv1alpha1.ReasonTargetsInfeasible
+	case errors.Is(err, errInvalidSpec), errors.Is(err, planner.ErrInvalidRequest),
+		errors.Is(err, planner.ErrUnknownModel), errors.Is(err, planner.ErrUnknownAccelerator),
+		errors.Is(err, planner.ErrUnknownQuantization):
+		s.planErr, s.planReason = err, servingv1alpha1.ReasonInvalidSpec
+	case err != nil:
+		return fmt.Errorf("planning: %w", err)
+	}
+	if s.planErr != nil {
+		logf.FromContext(ctx).Info("no feasible plan", "reason", s.planErr.Error())
+		return nil
+	}
+	plan := statusPlan(res.Plan)
+	s.obj.Status.Plan = plan
+	s.workload = &workload{obj: s.obj, plan: *plan, model: req.Model, accelerator: req.Accelerator, image: r.EngineImage}
+	return nil
+}
+
+func (r *MixtralDeploymentReconciler) reconcileWorkload(ctx context.Context, s *scope) error {
+	if s.workload == nil {
+		return nil
+	}
+	d, err := applyChild(ctx, r.Client, s.obj, "Deployment", desiredDeployment(*s.workload), &appsv1.Deployment{}, syncDeployment)
+	if err != nil {
+		return err
+	}
+	s.deployment = d
+	return nil
+}
+
+func (r *MixtralDeploymentReconciler) reconcileService(ctx context.Context, s *scope) error {
+	if s.workload == nil {
+		return nil
+	}
+	svc, err := applyChild(ctx, r.Client, s.obj, "Service", desiredService(*s.workload), &corev1.Service{}, syncService)
+	if err != nil {
+		return err
+	}
+	s.service = svc
+	return nil
+}
+
+func (r *MixtralDeploymentReconciler) reconcilePodDisruptionBudget(ctx context.Context, s *scope) error {
+	if s.workload == nil {
+		return nil
+	}
+	_, err := applyChild(ctx, r.Client, s.obj, "PodDisruptionBudget", desiredPodDisruptionBudget(*s.workload),
+		&policyv1.PodDisruptionBudget{}, syncPodDisruptionBudget)
+	return err
+}
+
+// reconcileStatus recomputes every owned status field and condition, records plan events,
+// and patches status only when it changed.
+func (r *MixtralDeploymentReconciler) reconcileStatus(ctx context.Context, s *scope, reconcileErr error) error {
+	if s.deployment == nil {
+		// No workload phase ran (no plan this pass): report on whatever is running.
+		d := &appsv1.Deployment{}
+		err := r.Get(ctx, client.ObjectKeyFromObject(s.obj), d)
+		switch {
+		case err == nil && isControlledBy(d, s.obj):
+			s.deployment = d
+		case err != nil && client.IgnoreNotFound(err) != nil:
+			return fmt.Errorf("reading Deployment %q: %w", s.obj.Name, err)
+		}
+	}
+	computeStatus(s, reconcileErr)
+	r.recordPlanEvents(s)
+	if equality.Semantic.DeepEqual(s.before.Status, s.obj.Status) {
+		return nil
+	}
+	if err := r.Status().Patch(ctx, s.obj, client.MergeFrom(s.before)); err != nil {
+		return fmt.Errorf("writing status: %w", client.IgnoreNotFound(err))
+	}
+	return nil
+}
+
+// recordPlanEvents records a Normal event when the plan changed and a Warning when the spec
+// became unplannable (once per distinct message, not on every pass).
+func (r *MixtralDeploymentReconciler) recordPlanEvents(s *scope) {
+	if r.Recorder == nil {
+		return
+	}
+	before, after := s.before.Status.Plan, s.obj.Status.Plan
+	if s.planErr == nil && after != nil && (before == nil || !equality.Semantic.DeepEqual(*before, *after)) {
+		verb := "Planned"
+		if before != nil {
+			verb = "Re-planned from " + before.Quantization + " TP" + fmt.Sprint(before.TensorParallelism) + " to"
+		}
+		r.Recorder.Eventf(s.obj, nil, corev1.EventTypeNormal, servingv1alpha1.EventPlanChanged, "Plan",
+			"%s %s (%s)", verb, planSummary(after, after.Replicas), after.Reason)
+	}
+	if s.planErr != nil {
+		prev := findCondition(s.before.Status.Conditions, servingv1alpha1.ConditionPlanned)
+		cur := findCondition(s.obj.Status.Conditions, servingv1alpha1.ConditionPlanned)
+		if cur != nil && (prev == nil || prev.Status != cur.Status || prev.Message != cur.Message) {
+			r.Recorder.Eventf(s.obj, nil, corev1.EventTypeWarning, servingv1alpha1.EventPlanInfeasible, "Plan", "%s", cur.Message)
+		}
+	}
+}
+
+// SetupWithManager registers the reconciler. It watches MixtralDeployments (spec changes
+// only: status writes are the reconciler's own) and the children it owns.
+func (r *MixtralDeploymentReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	return ctrl.NewControllerManagedBy(mgr).
+		For(&servingv1alpha1.MixtralDeployment{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		Owns(&appsv1.Deployment{}).
+		Owns(&corev1.Service{}).
+		Owns(&policyv1.PodDisruptionBudget{}).
+		Named("mixtraldeployment").
+		Complete(r)
+}
