@@ -131,66 +131,109 @@ func (c *Calibration) Validate() error {
 }
 
 // Fit derives efficiency factors per quantization from the measurements on
-// a, starting from the defaults: the compute factor from prefill rates
-// (compute-bound), then the bandwidth factor from decode rates, each the
-// geometric mean over the measurements and clamped to (0, 1]. A decode rate
-// slower than the compute factor allows lowers the compute factor instead.
+// a. Starting from the defaults, it alternates twice between the compute
+// factor that makes the predicted prefill times match the measured ones and
+// the bandwidth factor that makes the predicted decode steps match, each the
+// geometric mean over the measurements. A decode faster than the model allows
+// even at full bandwidth raises the compute factor instead. Explicit
+// Efficiency entries replace fitted ones. Factors stay within (0, 1].
 func (c *Calibration) Fit(a Accelerator) map[Quantization]Efficiency {
 	out := map[Quantization]Efficiency{}
 	for _, q := range Quantizations() {
-		var prefill, decode []Measurement
+		var ms []Measurement
 		for _, m := range c.Measurements {
-			if m.Quantization != q {
-				continue
-			}
-			decode = append(decode, m)
-			if m.PrefillTokensPerSecond > 0 {
-				prefill = append(prefill, m)
+			if m.Quantization == q {
+				ms = append(ms, m)
 			}
 		}
-		if len(decode) == 0 {
-			continue
+		if len(ms) > 0 {
+			out[q] = fitMeasurements(a, DefaultEfficiency(a, q), ms)
 		}
-		eff := DefaultEfficiency(a, q)
-		if len(prefill) > 0 {
-			var logs float64
-			for _, m := range prefill {
-				cand := m.candidate(a, Efficiency{Bandwidth: 1, Compute: 1})
-				measured := float64(m.BatchSize*m.PromptTokens) / m.PrefillTokensPerSecond
-				ideal := cand.prefill(m.BatchSize)
-				logs += math.Log(clampFactor(ideal / measured))
-			}
-			eff.Compute = math.Exp(logs / float64(len(prefill)))
-		}
-		var bwLogs, computeLogs float64
-		var bwN, computeN int
-		for _, m := range decode {
-			cand := m.candidate(a, Efficiency{Bandwidth: 1, Compute: eff.Compute})
-			ctx := float64(m.PromptTokens) + float64(m.OutputTokens)/2
-			n := float64(m.BatchSize)
-			measured := n/m.DecodeTokensPerSecond - cand.allReduceSeconds(n)
-			computeTime := n * cand.denseFLOPs() / (a.ComputeRate(q) * eff.Compute)
-			if computeTime >= measured {
-				computeLogs += math.Log(clampFactor(eff.Compute * computeTime / measured))
-				computeN++
-				continue
-			}
-			bytes := cand.weightBytesRead(n) + n*ctx*cand.kvBytesPerTokenPerGPU()
-			bwLogs += math.Log(clampFactor(bytes / a.MemoryBandwidth / measured))
-			bwN++
-		}
-		if bwN > 0 {
-			eff.Bandwidth = math.Exp(bwLogs / float64(bwN))
-		}
-		if computeN > 0 {
-			eff.Compute = math.Min(eff.Compute, math.Exp(computeLogs/float64(computeN)))
-		}
-		out[q] = eff
 	}
 	for q, e := range c.Efficiency {
 		out[q] = e
 	}
 	return out
+}
+
+// fitMeasurements fits eff to measurements of one quantization.
+func fitMeasurements(a Accelerator, eff Efficiency, ms []Measurement) Efficiency {
+	for range 2 {
+		var prefill []float64
+		for _, m := range ms {
+			if m.PrefillTokensPerSecond <= 0 {
+				continue
+			}
+			measured := float64(m.BatchSize*m.PromptTokens) / m.PrefillTokensPerSecond
+			prefill = append(prefill, solveFactor(measured, func(x float64) float64 {
+				return m.candidate(a, Efficiency{Bandwidth: eff.Bandwidth, Compute: x}).prefill(m.BatchSize)
+			}))
+		}
+		if len(prefill) > 0 {
+			eff.Compute = geometricMean(prefill)
+		}
+		var bandwidth, compute []float64
+		for _, m := range ms {
+			measured := float64(m.BatchSize) / m.DecodeTokensPerSecond
+			step := func(e Efficiency) float64 {
+				return m.candidate(a, e).decodeStep(m.BatchSize, m.decodeContext())
+			}
+			if step(Efficiency{Bandwidth: 1, Compute: eff.Compute}) > measured {
+				compute = append(compute, solveFactor(measured, func(x float64) float64 {
+					return step(Efficiency{Bandwidth: 1, Compute: x})
+				}))
+				bandwidth = append(bandwidth, 1)
+				continue
+			}
+			bandwidth = append(bandwidth, solveFactor(measured, func(x float64) float64 {
+				return step(Efficiency{Bandwidth: x, Compute: eff.Compute})
+			}))
+		}
+		eff.Bandwidth = geometricMean(bandwidth)
+		if len(compute) > 0 {
+			eff.Compute = math.Max(eff.Compute, geometricMean(compute))
+		}
+	}
+	return eff
+}
+
+// minFactor is the smallest factor Fit returns.
+const minFactor = 1e-4
+
+// solveFactor returns the factor x in [minFactor, 1] at which predict(x),
+// a time that falls as x grows, equals measured; it returns an end of the
+// range when no x there reaches it.
+func solveFactor(measured float64, predict func(x float64) float64) float64 {
+	lo, hi := math.Log(minFactor), 0.0
+	if predict(1) >= measured {
+		return 1
+	}
+	if predict(minFactor) <= measured {
+		return minFactor
+	}
+	for range 60 {
+		mid := (lo + hi) / 2
+		if predict(math.Exp(mid)) > measured {
+			lo = mid
+		} else {
+			hi = mid
+		}
+	}
+	return math.Exp((lo + hi) / 2)
+}
+
+func geometricMean(xs []float64) float64 {
+	var logs float64
+	for _, x := range xs {
+		logs += math.Log(x)
+	}
+	return math.Exp(logs / float64(len(xs)))
+}
+
+// decodeContext is the mean KV length over the measured decode: the prompt
+// plus half the generated tokens.
+func (m Measurement) decodeContext() float64 {
+	return float64(m.PromptTokens) + float64(m.OutputTokens)/2
 }
 
 // candidate is the performance model of m's shape on a with factors eff.
@@ -199,11 +242,6 @@ func (m Measurement) candidate(a Accelerator, eff Efficiency) candidate {
 		model: m.Model, acc: a, quant: m.Quantization, tp: m.TensorParallelism, eff: eff,
 		prompt: m.PromptTokens, output: m.OutputTokens, ctx: m.PromptTokens + m.OutputTokens,
 	}
-}
-
-// clampFactor keeps a fitted factor in (0, 1].
-func clampFactor(x float64) float64 {
-	return math.Max(1e-4, math.Min(1, x))
 }
 
 // efficiencies resolves the factors Solve uses per quantization: the

@@ -1,0 +1,62 @@
+package planner
+
+import "fmt"
+
+// Prediction is the performance model's output for one deployment shape at
+// one batch size, before any search.
+type Prediction struct {
+	// DecodeStepSeconds is one decode step for the whole batch, with the KV
+	// cache at prompt + output/2 tokens; DecodeTokensPerSecond is
+	// BatchSize/DecodeStepSeconds, the figure `moe bench` reports.
+	DecodeStepSeconds     float64
+	DecodeTokensPerSecond float64
+	// PrefillSeconds is one prompt prefilled alone.
+	PrefillSeconds float64
+	// ITLSeconds, TTFTSeconds and OutputTokensPerSecond are the steady
+	// state of a replica that keeps BatchSize sequences in flight, prefills
+	// included, as Solve computes them.
+	ITLSeconds            float64
+	TTFTSeconds           float64
+	OutputTokensPerSecond float64
+	MemoryPerGPUBytes     int64
+	Efficiency            Efficiency
+}
+
+// Predict evaluates the performance model for req's model and accelerator at
+// quantization q, tensor parallelism tp and batch size batch, with the
+// efficiency factors Solve would use (defaults, or req.Calibration). It
+// ignores the targets' bounds and req.Overrides, and does not check memory.
+// Errors wrap ErrInvalidRequest, ErrUnknownQuantization or
+// ErrInvalidCalibration.
+func Predict(req Request, q Quantization, tp, batch int) (Prediction, error) {
+	req = req.withDefaults()
+	if err := req.validate(); err != nil {
+		return Prediction{}, err
+	}
+	switch {
+	case q == Auto || q.rank() >= len(Quantizations()):
+		return Prediction{}, fmt.Errorf("%w: %q", ErrUnknownQuantization, string(q))
+	case tp < 1 || batch < 1:
+		return Prediction{}, fmt.Errorf("%w: tensor parallelism and batch must be positive", ErrInvalidRequest)
+	}
+	effs, err := efficiencies(req)
+	if err != nil {
+		return Prediction{}, err
+	}
+	c := candidate{
+		model: req.Model, acc: req.Accelerator, quant: q, tp: tp, eff: effs[q],
+		prompt: req.Targets.PromptTokens, output: req.Targets.OutputTokens, ctx: req.Targets.Context,
+	}
+	step := c.decodeStep(batch, float64(c.prompt)+float64(c.output)/2)
+	p := c.at(batch)
+	return Prediction{
+		DecodeStepSeconds:     step,
+		DecodeTokensPerSecond: float64(batch) / step,
+		PrefillSeconds:        c.prefill(1),
+		ITLSeconds:            p.itl,
+		TTFTSeconds:           p.ttft,
+		OutputTokensPerSecond: p.throughput,
+		MemoryPerGPUBytes:     int64(p.memory),
+		Efficiency:            c.eff,
+	}, nil
+}
