@@ -17,9 +17,10 @@
 //     batch/TP + activations + runtime overhead, which must fit in
 //     MemoryBytes × (1 − MemoryHeadroom);
 //   - decode step time at batch B = max(bytes read / effective bandwidth,
-//     FLOPs / effective compute) + tensor-parallel all-reduce time, where the
-//     bytes read cover attention weights, the E·(1−(1−k/E)^B) experts a batch
-//     of B tokens touches, the output head and the KV cache;
+//     FLOPs / effective compute), taken separately for the weight matrix
+//     products (attention weights, the E·(1−(1−k/E)^B) experts a batch of B
+//     tokens touches, the output head) and for attention over the KV cache,
+//     plus the tensor-parallel all-reduce time;
 //   - prefill time for one prompt, bounded the same way (compute-bound for
 //     realistic prompts);
 //   - ITL = step + B·prefill/outputTokens (prefills of other sequences stall

@@ -36,8 +36,9 @@ func (r Result) MarshalJSON() ([]byte, error) {
 func WriteTable(w io.Writer, req Request, res Result) error {
 	req = req.withDefaults()
 	var b strings.Builder
-	fmt.Fprintf(&b, "%s on %s: %s\n\n", modelName(req.Model), req.Accelerator.Name, describeTargets(req))
+	fmt.Fprintf(&b, "%s on %s: %s\n", modelName(req.Model), req.Accelerator.Name, describeTargets(req))
 	if res.Plan.GPUsPerReplica > 0 {
+		b.WriteString("\n")
 		tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
 		fmt.Fprintln(tw, "RANK\tGPUS\tQUANT\tTP\tREPLICAS\tBATCH\tTOK/S/REPLICA\tTOK/S TOTAL\tTTFT\tITL\tMEM/GPU\t")
 		for i, p := range append([]Plan{res.Plan}, res.Alternatives...) {
