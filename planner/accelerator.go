@@ -98,8 +98,8 @@ func (a Accelerator) Validate() error {
 		return fmt.Errorf("%w: accelerator %q bf16FLOPS and int8OPS must be positive", ErrInvalidRequest, a.Name)
 	case a.GPUsPerNode <= 0:
 		return fmt.Errorf("%w: accelerator %q gpusPerNode must be positive", ErrInvalidRequest, a.Name)
-	case a.GPUsPerNode > 1 && (a.InterconnectBandwidth <= 0 || a.InterconnectLatency < 0):
-		return fmt.Errorf("%w: accelerator %q needs a positive interconnect bandwidth for tensor parallelism", ErrInvalidRequest, a.Name)
+	case a.InterconnectBandwidth < 0 || a.InterconnectLatency < 0:
+		return fmt.Errorf("%w: accelerator %q interconnect figures must not be negative", ErrInvalidRequest, a.Name)
 	case a.KVBytesPerElement <= 0 || a.ActivationBytesPerElement <= 0:
 		return fmt.Errorf("%w: accelerator %q kvBytesPerElement and activationBytesPerElement must be positive", ErrInvalidRequest, a.Name)
 	case a.MemoryHeadroom < 0 || a.MemoryHeadroom >= 1:

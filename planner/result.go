@@ -1,6 +1,9 @@
 package planner
 
-import "fmt"
+import (
+	"encoding/json"
+	"fmt"
+)
 
 // Plan is one feasible deployment. Its JSON shape is stable: `moe plan
 // --json` prints it and the reconciler writes it to status.plan.
@@ -54,6 +57,27 @@ type Result struct {
 	Alternatives []Plan `json:"alternatives"`
 	// Rejected are the infeasible candidates in search order.
 	Rejected []Rejection `json:"rejected"`
+}
+
+// MarshalJSON writes the stable shape {"plan", "alternatives", "rejected"},
+// with "plan" null when no candidate was feasible.
+func (r Result) MarshalJSON() ([]byte, error) {
+	type shape struct {
+		Plan         *Plan       `json:"plan"`
+		Alternatives []Plan      `json:"alternatives"`
+		Rejected     []Rejection `json:"rejected"`
+	}
+	s := shape{Alternatives: r.Alternatives, Rejected: r.Rejected}
+	if r.Plan.GPUsPerReplica > 0 {
+		s.Plan = &r.Plan
+	}
+	if s.Alternatives == nil {
+		s.Alternatives = []Plan{}
+	}
+	if s.Rejected == nil {
+		s.Rejected = []Rejection{}
+	}
+	return json.Marshal(s)
 }
 
 func candidateName(q Quantization, tp int) string {

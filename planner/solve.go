@@ -122,6 +122,8 @@ func evaluate(c candidate, req Request) (Plan, *failure) {
 		return fail(failUnsupported, 0, "%s has no %s support", a.Name, c.quant)
 	case c.tp > a.GPUsPerNode:
 		return fail(failShape, 0, "%d shards exceed the %d GPUs per %s node", c.tp, a.GPUsPerNode, a.Name)
+	case c.tp > 1 && a.InterconnectBandwidth <= 0:
+		return fail(failShape, 0, "%s has no interconnect for tensor parallelism", a.Name)
 	case m.Heads%c.tp != 0 || m.IntermediateSize%c.tp != 0:
 		return fail(failShape, 0, "%d heads and %d expert columns do not split into %d shards", m.Heads, m.IntermediateSize, c.tp)
 	}

@@ -139,6 +139,16 @@ func TestInfeasibleTargetsSayWhatWouldBeNeeded(t *testing.T) {
 			nil,
 		},
 		{
+			"tensor parallelism on a device without an interconnect is refused",
+			func() Request {
+				r := request(t, "mixtral-8x7b", "cpu", Targets{Context: 4096}, Overrides{TensorParallelism: 2})
+				r.Accelerator.GPUsPerNode = 2
+				return r
+			}(),
+			[]string{"cpu has no interconnect for tensor parallelism"},
+			nil,
+		},
+		{
 			"a model larger than every shard asks for more memory",
 			request(t, "mixtral-8x22b", "l4", Targets{}, Overrides{Quantization: BF16}),
 			[]string{"35.2 GB of weights per GPU exceed 24 GB"},

@@ -1,33 +1,11 @@
 package planner
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"strings"
 	"text/tabwriter"
 )
-
-// MarshalJSON writes the stable shape {"plan", "alternatives", "rejected"},
-// with "plan" null when no candidate was feasible.
-func (r Result) MarshalJSON() ([]byte, error) {
-	type shape struct {
-		Plan         *Plan       `json:"plan"`
-		Alternatives []Plan      `json:"alternatives"`
-		Rejected     []Rejection `json:"rejected"`
-	}
-	s := shape{Alternatives: r.Alternatives, Rejected: r.Rejected}
-	if r.Plan.GPUsPerReplica > 0 {
-		s.Plan = &r.Plan
-	}
-	if s.Alternatives == nil {
-		s.Alternatives = []Plan{}
-	}
-	if s.Rejected == nil {
-		s.Rejected = []Rejection{}
-	}
-	return json.Marshal(s)
-}
 
 // WriteTable writes res for people: the request it answers, the ranked
 // feasible candidates (the chosen one first, marked *), the rejected
