@@ -228,7 +228,7 @@ type AcceleratorSpec struct {
 	// +kubebuilder:validation:Maximum=64
 	MaxPerNode *int32 `json:"maxPerNode,omitempty"`
 
-	// NodeSelector, when set, replaces the default node affinity on the GPU product label.
+	// NodeSelector, when set, replaces the default node selector on the GPU product label.
 	// +optional
 	NodeSelector map[string]string `json:"nodeSelector,omitempty"`
 
@@ -492,7 +492,9 @@ type MixtralDeploymentStatus struct {
 	// +optional
 	Model string `json:"model,omitempty"`
 
-	// Plan is the planner's current choice; unset while no plan is feasible.
+	// Plan is the plan in effect: the planner's choice for the latest spec it could plan.
+	// When a later spec cannot be planned (see the Planned condition), the running engine
+	// and this plan stay as they were. Unset until a first plan is found.
 	// +optional
 	Plan *Plan `json:"plan,omitempty"`
 
