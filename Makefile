@@ -85,7 +85,8 @@ reference: $(REFERENCE_STAMP) ## Install the npm packages the engine's parity te
 
 .PHONY: test
 test: reference ## Run the tests (envtest control plane included) for TEST_PKGS (default ./...).
-	KUBEBUILDER_ASSETS="$$(hack/setup-envtest.sh)" go test $(TEST_FLAGS) $(TEST_PKGS)
+	assets="$$(hack/setup-envtest.sh)"; \
+	KUBEBUILDER_ASSETS="$$assets" MOE_REQUIRE_ENVTEST=1 go test $(TEST_FLAGS) $(TEST_PKGS)
 
 ##@ Build
 
