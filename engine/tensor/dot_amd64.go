@@ -35,8 +35,9 @@ func dotQ4_0x4AVX2(w *byte, x *int8, d *float32, nb int, xstride int, out *[4]fl
 
 func floatRow(a *Acts, r int) []float32 { return a.F[r*a.Cols : (r+1)*a.Cols] }
 
-func dotF32(w []byte, a *Acts, r int) float32 {
-	x := floatRow(a, r)
+func dotF32(w []byte, a *Acts, r int) float32 { return dotF32Floats(w, floatRow(a, r)) }
+
+func dotF32Floats(w []byte, x []float32) float32 {
 	if !useAVX2 {
 		return dotF32Generic(w, x)
 	}

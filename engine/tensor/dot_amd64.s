@@ -2,12 +2,14 @@
 
 #include "textflag.h"
 
-// Sum the 8 floats of Y0 into X0's low lane.
+// Sum the 8 floats of Y0 into X0's low lane as ((0+1)+(2+3)) + ((4+5)+(6+7)),
+// the same order HSUM4_STORE uses, so one-row and four-row kernels agree
+// bit for bit.
 #define HSUM_Y0 \
+	VHADDPS Y0, Y0, Y0 \
+	VHADDPS Y0, Y0, Y0 \
 	VEXTRACTF128 $1, Y0, X1 \
-	VADDPS X1, X0, X0 \
-	VHADDPS X0, X0, X0 \
-	VHADDPS X0, X0, X0
+	VADDPS X1, X0, X0
 
 // Y15 = 16-bit ones for VPMADDWD.
 #define ONES16_Y15 \
@@ -227,7 +229,6 @@ TEXT ·dotQ8_0AVX2(SB), NOSPLIT, $0-36
 	MOVQ nb+24(FP), CX
 	ONES16_Y15
 	VXORPS Y0, Y0, Y0
-	VXORPS Y1, Y1, Y1
 	TESTQ CX, CX
 	JZ q80done
 q80loop:
@@ -240,19 +241,8 @@ q80loop:
 	ADDQ $32, DI
 	ADDQ $4, DX
 	DECQ CX
-	JZ q80done
-	LOAD_F16_SCALE(X4)
-	VMULSS (DX), X4, X4
-	VMOVDQU 2(SI), Y5
-	VPSIGNB Y5, Y5, Y6
-	DOT_BLOCK((DI), X4, Y1)
-	ADDQ $34, SI
-	ADDQ $32, DI
-	ADDQ $4, DX
-	DECQ CX
 	JNZ q80loop
 q80done:
-	VADDPS Y1, Y0, Y0
 	HSUM_Y0
 	VMOVSS X0, ret+32(FP)
 	VZEROUPPER
@@ -267,7 +257,6 @@ TEXT ·dotQ4_0AVX2(SB), NOSPLIT, $0-36
 	ONES16_Y15
 	NIBBLE_CONSTS
 	VXORPS Y0, Y0, Y0
-	VXORPS Y1, Y1, Y1
 	TESTQ CX, CX
 	JZ q40done
 q40loop:
@@ -280,19 +269,8 @@ q40loop:
 	ADDQ $32, DI
 	ADDQ $4, DX
 	DECQ CX
-	JZ q40done
-	LOAD_F16_SCALE(X4)
-	VMULSS (DX), X4, X4
-	UNPACK_Q4_0_Y5
-	VPSIGNB Y5, Y5, Y6
-	DOT_BLOCK((DI), X4, Y1)
-	ADDQ $18, SI
-	ADDQ $32, DI
-	ADDQ $4, DX
-	DECQ CX
 	JNZ q40loop
 q40done:
-	VADDPS Y1, Y0, Y0
 	HSUM_Y0
 	VMOVSS X0, ret+32(FP)
 	VZEROUPPER

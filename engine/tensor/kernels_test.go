@@ -232,3 +232,27 @@ func FuzzDotEqualsReference(f *testing.F) {
 		}
 	})
 }
+
+func TestMultiRowKernelsEqualSingleRowBitForBit(t *testing.T) {
+	// A token's result must not depend on which other tokens share its
+	// batch, so the four-row kernels must sum exactly like the one-row ones.
+	rng := rand.New(rand.NewPCG(7, 8))
+	for _, typ := range weightTypes {
+		k := kernelFor(typ)
+		if k.dot4 == nil {
+			continue
+		}
+		cols := 1024
+		w, _ := randMatrix(t, rng, typ, 1, cols)
+		x := randFloats(rng, 4*cols, 1)
+		var a Acts
+		a.Set(typ.VecDotType(), x, 4, cols)
+		var out [4]float32
+		k.dot4(w.Data, &a, 0, &out)
+		for r := 0; r < 4; r++ {
+			if one := k.dot(w.Data, &a, r); one != out[r] {
+				t.Errorf("%s row %d: dot4 %v, dot %v", typ, r, out[r], one)
+			}
+		}
+	}
+}

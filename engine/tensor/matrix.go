@@ -53,3 +53,20 @@ func checkMatMul(dst []float32, w *Matrix, a *Acts) {
 		panic(fmt.Sprintf("tensor: dst holds %d values, need %d", len(dst), a.Rows*w.Rows))
 	}
 }
+
+// ColRange returns a copy of columns [lo, hi) of m as a new matrix. lo and
+// hi must fall on block boundaries of m's type. Tensor-parallel shards use
+// it for the projections they split by input.
+func (m *Matrix) ColRange(lo, hi int) (*Matrix, error) {
+	bs := m.Type.BlockSize()
+	if lo < 0 || hi > m.Cols || lo > hi || lo%bs != 0 || hi%bs != 0 {
+		return nil, fmt.Errorf("tensor: columns [%d,%d) of a %d-column %s matrix do not fall on %d-element block boundaries", lo, hi, m.Cols, m.Type, bs)
+	}
+	b0 := lo / bs * m.Type.BlockBytes()
+	b1 := hi / bs * m.Type.BlockBytes()
+	out := make([]byte, 0, m.Rows*(b1-b0))
+	for r := 0; r < m.Rows; r++ {
+		out = append(out, m.Row(r)[b0:b1]...)
+	}
+	return NewMatrix(m.Type, m.Rows, hi-lo, out)
+}

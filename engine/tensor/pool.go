@@ -20,7 +20,7 @@ type Pool struct {
 }
 
 type job struct {
-	fn    func(lo, hi int)
+	fn    func(worker, lo, hi int)
 	n     int
 	grain int
 	next  atomic.Int64
@@ -38,13 +38,18 @@ func NewPool(threads int) *Pool {
 		ch := make(chan *job, 1)
 		p.jobs = append(p.jobs, ch)
 		p.wg.Add(1)
-		go p.worker(ch)
+		go p.worker(i, ch)
 	}
 	return p
 }
 
-// Threads returns the number of threads, counting the caller.
-func (p *Pool) Threads() int { return p.threads }
+// Threads returns the number of threads, counting the caller (1 for a nil Pool).
+func (p *Pool) Threads() int {
+	if p == nil {
+		return 1
+	}
+	return p.threads
+}
 
 // Close stops the workers. The Pool must not be used afterwards.
 func (p *Pool) Close() {
@@ -57,34 +62,41 @@ func (p *Pool) Close() {
 	p.wg.Wait()
 }
 
-func (p *Pool) worker(ch chan *job) {
+func (p *Pool) worker(id int, ch chan *job) {
 	defer p.wg.Done()
 	for j := range ch {
-		j.run()
+		j.run(id)
 		j.done.Done()
 	}
 }
 
-func (j *job) run() {
+func (j *job) run(worker int) {
 	for {
 		lo := int(j.next.Add(int64(j.grain))) - j.grain
 		if lo >= j.n {
 			return
 		}
-		j.fn(lo, min(lo+j.grain, j.n))
+		j.fn(worker, lo, min(lo+j.grain, j.n))
 	}
 }
 
 // For calls fn over [0, n) split into chunks of at most grain indices,
 // in parallel, and returns when all chunks are done. Chunks are handed out
-// dynamically, so uneven work balances itself.
+// dynamically, so uneven work balances itself. A nil Pool runs fn on the
+// caller.
 func (p *Pool) For(n, grain int, fn func(lo, hi int)) {
+	p.ForWorker(n, grain, func(_, lo, hi int) { fn(lo, hi) })
+}
+
+// ForWorker is For with the index (0 <= worker < Threads()) of the thread
+// running each chunk, so callers can give each thread its own scratch.
+func (p *Pool) ForWorker(n, grain int, fn func(worker, lo, hi int)) {
 	if n <= 0 {
 		return
 	}
 	grain = max(grain, 1)
 	if p == nil || p.threads == 1 || n <= grain {
-		fn(0, n)
+		fn(0, 0, n)
 		return
 	}
 	j := &job{fn: fn, n: n, grain: grain}
@@ -93,6 +105,6 @@ func (p *Pool) For(n, grain int, fn func(lo, hi int)) {
 	for _, ch := range p.jobs[:helpers] {
 		ch <- j
 	}
-	j.run()
+	j.run(0)
 	j.done.Wait()
 }

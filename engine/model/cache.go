@@ -1,0 +1,102 @@
+package model
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Cache stores the keys and values of many sequences in fixed-size blocks
+// of BlockSize positions, as vLLM's PagedAttention does, so sequences grow
+// without reserving their whole context up front and a finished sequence
+// returns its blocks for others.
+//
+// Layout: for every shard and layer there is one K and one V array of
+// NumBlocks*BlockSize rows, each row the shard's kv heads × head dim
+// floats. Position p of a sequence lives in row
+// Blocks[p/BlockSize]*BlockSize + p%BlockSize.
+//
+// A Cache is not safe for concurrent use; the scheduler that owns it
+// serialises access.
+type Cache struct {
+	BlockSize int
+	numBlocks int
+	k, v      [][][]float32 // [shard][layer][row*kvDim]
+	free      []int32
+}
+
+// Seq is one sequence's block table. Its capacity is len(Blocks)*BlockSize
+// positions; the zero Seq holds nothing.
+type Seq struct {
+	Blocks []int32
+}
+
+// ErrCacheFull means there are not enough free blocks.
+var ErrCacheFull = errors.New("model: KV cache is full")
+
+// NewCache allocates a cache for at least tokens positions in blocks of
+// blockSize (16 if <= 0).
+func (m *Model) NewCache(tokens, blockSize int) *Cache {
+	if blockSize <= 0 {
+		blockSize = 16
+	}
+	n := max(1, (tokens+blockSize-1)/blockSize)
+	c := &Cache{BlockSize: blockSize, numBlocks: n}
+	rows := n * blockSize
+	for _, s := range m.shards {
+		kvDim := s.kvHeads * m.Config.HeadDim
+		ks := make([][]float32, m.Config.Layers)
+		vs := make([][]float32, m.Config.Layers)
+		for l := range ks {
+			ks[l] = make([]float32, rows*kvDim)
+			vs[l] = make([]float32, rows*kvDim)
+		}
+		c.k = append(c.k, ks)
+		c.v = append(c.v, vs)
+	}
+	c.free = make([]int32, n)
+	for i := range c.free {
+		c.free[i] = int32(n - 1 - i) // pop from the end: block 0 first
+	}
+	return c
+}
+
+// NumBlocks is the total number of blocks.
+func (c *Cache) NumBlocks() int { return c.numBlocks }
+
+// FreeBlocks is the number of unallocated blocks.
+func (c *Cache) FreeBlocks() int { return len(c.free) }
+
+// BlocksFor is the number of blocks a sequence of tokens positions needs.
+func (c *Cache) BlocksFor(tokens int) int { return (tokens + c.BlockSize - 1) / c.BlockSize }
+
+// Capacity is the number of positions s can hold.
+func (c *Cache) Capacity(s *Seq) int { return len(s.Blocks) * c.BlockSize }
+
+// Reserve grows s so it holds at least tokens positions. It allocates all
+// or nothing: on ErrCacheFull s is unchanged.
+func (c *Cache) Reserve(s *Seq, tokens int) error {
+	need := c.BlocksFor(tokens) - len(s.Blocks)
+	if need <= 0 {
+		return nil
+	}
+	if need > len(c.free) {
+		return fmt.Errorf("%w: need %d more blocks, %d free", ErrCacheFull, need, len(c.free))
+	}
+	at := len(c.free) - need
+	for i := len(c.free) - 1; i >= at; i-- {
+		s.Blocks = append(s.Blocks, c.free[i])
+	}
+	c.free = c.free[:at]
+	return nil
+}
+
+// Release returns all of s's blocks to the cache and empties s.
+func (c *Cache) Release(s *Seq) {
+	c.free = append(c.free, s.Blocks...)
+	s.Blocks = s.Blocks[:0]
+}
+
+// row returns the cache row of position pos of s.
+func (c *Cache) row(s *Seq, pos int) int {
+	return int(s.Blocks[pos/c.BlockSize])*c.BlockSize + pos%c.BlockSize
+}

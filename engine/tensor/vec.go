@@ -1,0 +1,29 @@
+package tensor
+
+import "unsafe"
+
+// DotF32 returns sum(a[i]*b[i]) over len(a) elements; b must be at least as
+// long as a.
+func DotF32(a, b []float32) float32 {
+	b = b[:len(a)]
+	if len(a) == 0 {
+		return 0
+	}
+	w := unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(a))), 4*len(a))
+	return dotF32Floats(w, b)
+}
+
+// Axpy sets y[i] += alpha*x[i] over len(y) elements.
+func Axpy(y []float32, alpha float32, x []float32) {
+	x = x[:len(y)]
+	i := 0
+	for ; i+4 <= len(y); i += 4 {
+		y[i] += alpha * x[i]
+		y[i+1] += alpha * x[i+1]
+		y[i+2] += alpha * x[i+2]
+		y[i+3] += alpha * x[i+3]
+	}
+	for ; i < len(y); i++ {
+		y[i] += alpha * x[i]
+	}
+}
