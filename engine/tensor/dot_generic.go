@@ -9,10 +9,10 @@ func q8Row(a *Acts, r int) ([]int8, []float32) {
 	return a.Q[r*n : (r+1)*n], a.D[r*n/32 : (r+1)*n/32]
 }
 
-func dotF32(w []byte, a *Acts, r int) float32  { return dotF32Generic(w, floatRow(a, r)) }
+func dotF32(w []byte, a *Acts, r int) float32    { return dotF32Generic(w, floatRow(a, r)) }
 func dotF32Floats(w []byte, x []float32) float32 { return dotF32Generic(w, x) }
-func dotF16(w []byte, a *Acts, r int) float32  { return dotF16Generic(w, floatRow(a, r)) }
-func dotBF16(w []byte, a *Acts, r int) float32 { return dotBF16Generic(w, floatRow(a, r)) }
+func dotF16(w []byte, a *Acts, r int) float32    { return dotF16Generic(w, floatRow(a, r)) }
+func dotBF16(w []byte, a *Acts, r int) float32   { return dotBF16Generic(w, floatRow(a, r)) }
 
 func dotQ8_0(w []byte, a *Acts, r int) float32 {
 	q, d := q8Row(a, r)

@@ -2,8 +2,8 @@ package parity
 
 import (
 	"math"
-	"slices"
 	"path/filepath"
+	"slices"
 	"testing"
 
 	"github.com/moe-operator/moe-operator/engine/model"
