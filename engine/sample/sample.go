@@ -1,0 +1,256 @@
+// Package sample turns logits into tokens: greedy, or seeded random
+// sampling with temperature, top-k, top-p (nucleus) and min-p truncation,
+// after repetition, frequency and presence penalties. For a given seed the
+// choices are deterministic.
+//
+// The order follows vLLM: penalties, then temperature, then the top-k,
+// top-p and min-p filters, then a draw from what remains.
+package sample
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"slices"
+)
+
+// Params are the sampling settings of one sequence. The zero value is
+// greedy decoding without penalties.
+type Params struct {
+	// Temperature divides the logits; 0 means greedy (always the most
+	// likely token).
+	Temperature float32
+	// TopK keeps the k most likely tokens (0: all).
+	TopK int
+	// TopP keeps the smallest set of most likely tokens whose probabilities
+	// sum to at least p (0 or 1: all).
+	TopP float32
+	// MinP drops tokens less likely than MinP times the most likely one.
+	MinP float32
+	// RepetitionPenalty (> 1 discourages) divides the positive logits and
+	// multiplies the negative logits of every token seen in the prompt or
+	// the output, as in CTRL, llama.cpp and vLLM. 0 or 1: off.
+	RepetitionPenalty float32
+	// FrequencyPenalty is subtracted once per previous occurrence of a token
+	// in the output, PresencePenalty once if it occurred at all (OpenAI's
+	// definitions).
+	FrequencyPenalty float32
+	PresencePenalty  float32
+	// Seed makes random sampling reproducible.
+	Seed uint64
+}
+
+// ErrParams reports invalid settings.
+var ErrParams = errors.New("sample: invalid parameters")
+
+// Validate checks the ranges OpenAI-compatible servers accept.
+func (p Params) Validate() error {
+	switch {
+	case p.Temperature < 0 || p.Temperature > 2 || math.IsNaN(float64(p.Temperature)):
+		return fmt.Errorf("%w: temperature %g must be between 0 and 2", ErrParams, p.Temperature)
+	case p.TopK < 0:
+		return fmt.Errorf("%w: top_k %d must be >= 0", ErrParams, p.TopK)
+	case p.TopP < 0 || p.TopP > 1 || math.IsNaN(float64(p.TopP)):
+		return fmt.Errorf("%w: top_p %g must be between 0 and 1", ErrParams, p.TopP)
+	case p.MinP < 0 || p.MinP > 1 || math.IsNaN(float64(p.MinP)):
+		return fmt.Errorf("%w: min_p %g must be between 0 and 1", ErrParams, p.MinP)
+	case p.RepetitionPenalty < 0 || p.RepetitionPenalty > 10:
+		return fmt.Errorf("%w: repetition_penalty %g must be between 0 and 10", ErrParams, p.RepetitionPenalty)
+	case p.FrequencyPenalty < -2 || p.FrequencyPenalty > 2:
+		return fmt.Errorf("%w: frequency_penalty %g must be between -2 and 2", ErrParams, p.FrequencyPenalty)
+	case p.PresencePenalty < -2 || p.PresencePenalty > 2:
+		return fmt.Errorf("%w: presence_penalty %g must be between -2 and 2", ErrParams, p.PresencePenalty)
+	}
+	return nil
+}
+
+// Sampler samples one sequence's tokens. It is not safe for concurrent use.
+type Sampler struct {
+	p      Params
+	rng    *rand.Rand
+	seen   map[int32]bool // prompt and output, for the repetition penalty
+	counts map[int32]int  // output only, for frequency and presence
+	cands  []cand
+}
+
+type cand struct {
+	id int32
+	v  float32 // logit, then probability
+}
+
+// New returns a sampler for a sequence whose prompt is prompt.
+func New(p Params, prompt []int32) *Sampler {
+	s := &Sampler{p: p, rng: rand.New(rand.NewPCG(p.Seed, 0x9e3779b97f4a7c15)), seen: map[int32]bool{}, counts: map[int32]int{}}
+	for _, t := range prompt {
+		s.seen[t] = true
+	}
+	return s
+}
+
+// Sample picks the next token from logits (which it may modify) and
+// records it as output.
+func (s *Sampler) Sample(logits []float32) int32 {
+	s.penalize(logits)
+	var tok int32
+	if s.p.Temperature == 0 {
+		tok = Argmax(logits)
+	} else {
+		tok = s.draw(logits)
+	}
+	s.Accept(tok)
+	return tok
+}
+
+// Accept records tok as output without sampling it (for forced tokens).
+func (s *Sampler) Accept(tok int32) {
+	s.seen[tok] = true
+	s.counts[tok]++
+}
+
+func (s *Sampler) penalize(logits []float32) {
+	if r := s.p.RepetitionPenalty; r > 0 && r != 1 {
+		for t := range s.seen {
+			if logits[t] > 0 {
+				logits[t] /= r
+			} else {
+				logits[t] *= r
+			}
+		}
+	}
+	if s.p.FrequencyPenalty != 0 || s.p.PresencePenalty != 0 {
+		for t, n := range s.counts {
+			logits[t] -= s.p.FrequencyPenalty*float32(n) + s.p.PresencePenalty
+		}
+	}
+}
+
+func (s *Sampler) draw(logits []float32) int32 {
+	c := s.cands[:0]
+	invT := 1 / s.p.Temperature
+	for i, v := range logits {
+		c = append(c, cand{int32(i), v * invT})
+	}
+	// Sort by descending logit (ties by id, for determinism) when a filter
+	// needs the order.
+	k := len(c)
+	if s.p.TopK > 0 && s.p.TopK < k {
+		k = s.p.TopK
+	}
+	needOrder := k < len(c) || (s.p.TopP > 0 && s.p.TopP < 1) || s.p.MinP > 0
+	if needOrder {
+		slices.SortFunc(c, func(a, b cand) int {
+			switch {
+			case a.v > b.v:
+				return -1
+			case a.v < b.v:
+				return 1
+			}
+			return int(a.id - b.id)
+		})
+		c = c[:k]
+	}
+	// Softmax over the survivors.
+	mx := c[0].v
+	for _, x := range c {
+		mx = max(mx, x.v)
+	}
+	var sum float64
+	for i := range c {
+		e := math.Exp(float64(c[i].v - mx))
+		c[i].v = float32(e)
+		sum += e
+	}
+	for i := range c {
+		c[i].v = float32(float64(c[i].v) / sum)
+	}
+	if s.p.MinP > 0 {
+		floor := s.p.MinP * c[0].v
+		n := 1
+		for n < len(c) && c[n].v >= floor {
+			n++
+		}
+		c = c[:n]
+	}
+	if s.p.TopP > 0 && s.p.TopP < 1 {
+		var cum float32
+		n := 0
+		for n < len(c) {
+			cum += c[n].v
+			n++
+			if cum >= s.p.TopP {
+				break
+			}
+		}
+		c = c[:n]
+	}
+	var total float64
+	for _, x := range c {
+		total += float64(x.v)
+	}
+	r := s.rng.Float64() * total
+	s.cands = c
+	for _, x := range c {
+		r -= float64(x.v)
+		if r < 0 {
+			return x.id
+		}
+	}
+	return c[len(c)-1].id
+}
+
+// Argmax returns the index of the largest logit (the lowest index on ties).
+func Argmax(logits []float32) int32 {
+	best := 0
+	for i, v := range logits {
+		if v > logits[best] {
+			best = i
+		}
+	}
+	return int32(best)
+}
+
+// LogProb is a token with its log-probability.
+type LogProb struct {
+	Token   int32
+	LogProb float32
+}
+
+// LogSoftmax returns the log-probability of token tok under logits, and the
+// n most likely tokens (most likely first).
+func LogSoftmax(logits []float32, tok int32, n int) (float32, []LogProb) {
+	mx := logits[0]
+	for _, v := range logits {
+		mx = max(mx, v)
+	}
+	var sum float64
+	for _, v := range logits {
+		sum += math.Exp(float64(v - mx))
+	}
+	lse := float64(mx) + math.Log(sum)
+	lp := func(i int32) float32 { return float32(float64(logits[i]) - lse) }
+	var top []LogProb
+	if n > 0 {
+		top = make([]LogProb, 0, n+1)
+		for i := range logits {
+			v := logits[i]
+			if len(top) == n && v <= logits[top[n-1].Token] {
+				continue
+			}
+			pos, _ := slices.BinarySearchFunc(top, v, func(e LogProb, v float32) int {
+				if logits[e.Token] >= v {
+					return -1
+				}
+				return 1
+			})
+			top = slices.Insert(top, pos, LogProb{Token: int32(i)})
+			if len(top) > n {
+				top = top[:n]
+			}
+		}
+		for i := range top {
+			top[i].LogProb = lp(top[i].Token)
+		}
+	}
+	return lp(tok), top
+}
