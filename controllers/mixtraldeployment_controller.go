@@ -10,6 +10,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
@@ -24,6 +25,9 @@ import (
 // conflictRetry is how often a MixtralDeployment blocked by a foreign child object is
 // retried; the foreign object is not watched, so its removal raises no event.
 const conflictRetry = 30 * time.Second
+
+// conflictRequeue is how soon a pass that lost an optimistic-concurrency race is retried.
+const conflictRequeue = time.Second
 
 // MixtralDeploymentReconciler turns a MixtralDeployment into a planned engine Deployment,
 // its Service and its PodDisruptionBudget.
@@ -54,7 +58,7 @@ type scope struct {
 	service    *corev1.Service
 }
 
-// +kubebuilder:rbac:groups=serving.moe-operator.io,resources=mixtraldeployments,verbs=get;list;watch
+// +kubebuilder:rbac:groups=serving.moe-operator.io,resources=mixtraldeployments,verbs=get;list;watch;patch
 // +kubebuilder:rbac:groups=serving.moe-operator.io,resources=mixtraldeployments/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=serving.moe-operator.io,resources=mixtraldeployments/finalizers,verbs=update
 // +kubebuilder:rbac:groups=apps,resources=deployments,verbs=get;list;watch;create;update;patch
@@ -62,7 +66,8 @@ type scope struct {
 // +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=get;list;watch;create;update;patch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
-// Reconcile runs the phases plan → workload → service → PDB, then writes status once.
+// Reconcile runs the phases plan → replicas → workload → service → PDB, then writes status
+// once.
 func (r *MixtralDeploymentReconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ctrl.Result, err error) {
 	obj := &servingv1alpha1.MixtralDeployment{}
 	if err := r.Get(ctx, req.NamespacedName, obj); err != nil {
@@ -74,6 +79,14 @@ func (r *MixtralDeploymentReconciler) Reconcile(ctx context.Context, req ctrl.Re
 	}
 	s := &scope{obj: obj, before: obj.DeepCopy()}
 	defer func() {
+		if apierrors.IsConflict(err) {
+			// The object or a child changed under this pass (a stale cache read, or an HPA
+			// writing spec.replicas). Retry shortly on the newer version; nothing here is
+			// worth reporting as degraded.
+			logf.FromContext(ctx).V(1).Info("conflict; retrying on the newer version", "reason", err.Error())
+			result, err = ctrl.Result{RequeueAfter: conflictRequeue}, nil
+			return
+		}
 		if statusErr := r.reconcileStatus(ctx, s, err); statusErr != nil {
 			err = errors.Join(err, statusErr)
 		}
@@ -87,6 +100,7 @@ func (r *MixtralDeploymentReconciler) Reconcile(ctx context.Context, req ctrl.Re
 
 	phases := []func(context.Context, *scope) error{
 		r.reconcilePlan,
+		r.reconcileReplicas,
 		r.reconcileWorkload,
 		r.reconcileService,
 		r.reconcilePodDisruptionBudget,

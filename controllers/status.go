@@ -64,8 +64,8 @@ func computeStatus(s *scope, reconcileErr error) {
 	case s.workload != nil:
 		p := s.workload.plan
 		msg := "Planned " + planSummary(&p, s.workload.replicas()) + "."
-		if r := obj.Spec.Replicas; r != nil && *r != p.Replicas {
-			msg += fmt.Sprintf(" spec.replicas (%d) overrides the plan's %d replicas.", *r, p.Replicas)
+		if r := obj.Spec.Replicas; r != nil && *r != p.Replicas && !followsPlan(obj) {
+			msg += fmt.Sprintf(" spec.replicas (%d) overrides the plan's %d replicas; remove spec.replicas to follow the plan.", *r, p.Replicas)
 		}
 		set(servingv1alpha1.ConditionPlanned, metav1.ConditionTrue, servingv1alpha1.ReasonPlanFound, msg)
 	}

@@ -75,4 +75,6 @@ const (
 	EventPlanChanged = "PlanChanged"
 	// EventPlanInfeasible: the targets cannot be met.
 	EventPlanInfeasible = "PlanInfeasible"
+	// EventReplicasFromPlan: the operator set spec.replicas to the plan's count.
+	EventReplicasFromPlan = "ReplicasFromPlan"
 )

@@ -8,4 +8,9 @@ const (
 	// LabelTemplateHash is a hash of the engine pod template the operator last wrote. A
 	// change of the hash replaces the Deployment's template, which rolls the pods.
 	LabelTemplateHash = "serving.moe-operator.io/template-hash"
+	// AnnotationPlannedReplicas, on a MixtralDeployment, is the replica count the operator
+	// last wrote into spec.replicas from the plan. While spec.replicas still equals it, the
+	// operator keeps spec.replicas following the plan; a different value was written by
+	// someone else (a user, an HPA, KEDA) and is left alone.
+	AnnotationPlannedReplicas = "serving.moe-operator.io/planned-replicas"
 )

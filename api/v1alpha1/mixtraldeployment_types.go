@@ -417,9 +417,12 @@ type MixtralDeploymentSpec struct {
 	// +kubebuilder:validation:XValidation:rule="self in [0, 1, 2, 4, 8]",message="tensorParallelism must be 0 (let the planner choose), 1, 2, 4 or 8"
 	TensorParallelism int32 `json:"tensorParallelism,omitempty"`
 
-	// Replicas pins the number of engine replicas; unset uses the plan's count. It is the
-	// scale subresource's spec.replicas, so `kubectl scale`, an HPA or the built-in
-	// autoscaler set it. An HPA needs it set (it does not scale a target reporting 0).
+	// Replicas is the number of engine replicas, and the scale subresource's spec.replicas
+	// (`kubectl scale`, an HPA, KEDA or the built-in autoscaler write it). Left unset, the
+	// operator fills in the plan's count and keeps it following the plan while it still
+	// holds the value the operator wrote (recorded in the serving.moe-operator.io/
+	// planned-replicas annotation). Once anyone else changes it, it is theirs: the operator
+	// never overwrites it. Remove the field to hand it back to the plan.
 	// +optional
 	// +kubebuilder:validation:Minimum=0
 	// +kubebuilder:validation:Maximum=10000

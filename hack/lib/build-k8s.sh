@@ -17,9 +17,12 @@ k8s::log() { printf '[build-k8s] %s\n' "$*" >&2; }
 
 # k8s::have_version BINARY WANT: the binary exists and its --version output contains WANT.
 k8s::have_version() {
-  local bin=$1 want=$2
+  local bin=$1 want=$2 out
   [[ -x "$bin" ]] || return 1
-  "$bin" --version 2>/dev/null | grep -qF -- "$want"
+  # Capture first: `| grep -q` would close the pipe early, and under pipefail the
+  # binary's SIGPIPE would read as a version mismatch.
+  out=$("$bin" --version 2>/dev/null) || return 1
+  [[ $out == *"$want"* ]]
 }
 
 # k8s::_cmd_package NAME: the upstream package of a component (also validates NAME).

@@ -1,0 +1,294 @@
+package controllers
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	servingv1alpha1 "github.com/moe-operator/moe-operator/api/v1alpha1"
+	"github.com/moe-operator/moe-operator/planner"
+)
+
+// celCase is one spec that a CEL rule must reject at admission, with the rule's message.
+type celCase struct {
+	name    string
+	mutate  func(o *servingv1alpha1.MixtralDeployment)
+	message string
+	// expression marks a rule whose message is a messageExpression (matched as a prefix).
+	expression bool
+}
+
+func tinyShape() *servingv1alpha1.ModelShape {
+	return &servingv1alpha1.ModelShape{
+		Layers: 2, HiddenSize: 64, IntermediateSize: 128, AttentionHeads: 4, KVHeads: 2,
+		Experts: 4, ExpertsPerToken: 2, VocabSize: 32000,
+	}
+}
+
+func withURI(uri string) func(o *servingv1alpha1.MixtralDeployment) {
+	return func(o *servingv1alpha1.MixtralDeployment) {
+		o.Spec.Model = servingv1alpha1.ModelSpec{URI: uri, Shape: tinyShape()}
+	}
+}
+
+func withAutoscaling(a servingv1alpha1.AutoscalingSpec) func(o *servingv1alpha1.MixtralDeployment) {
+	return func(o *servingv1alpha1.MixtralDeployment) { o.Spec.Autoscaling = &a }
+}
+
+var celCases = []celCase{
+	{
+		name:    "both preset and uri",
+		mutate:  func(o *servingv1alpha1.MixtralDeployment) { o.Spec.Model.URI = "hf://mistralai/Mixtral-8x7B-v0.1" },
+		message: "set exactly one of model.preset and model.uri",
+	},
+	{
+		name:    "neither preset nor uri",
+		mutate:  func(o *servingv1alpha1.MixtralDeployment) { o.Spec.Model = servingv1alpha1.ModelSpec{ServedName: "x"} },
+		message: "set exactly one of model.preset and model.uri",
+	},
+	{
+		name: "a preset with a shape",
+		mutate: func(o *servingv1alpha1.MixtralDeployment) {
+			o.Spec.Model.Shape = &servingv1alpha1.ModelShape{Preset: servingv1alpha1.PresetMixtral8x7B}
+		},
+		message: "model.shape is only for model.uri: a preset already has its shape, so remove model.shape",
+	},
+	{
+		name:    "a uri without a shape",
+		mutate:  func(o *servingv1alpha1.MixtralDeployment) { o.Spec.Model = servingv1alpha1.ModelSpec{URI: "hf://a/b"} },
+		message: "model.uri needs model.shape so the planner can size it: set model.shape.preset to the preset with the same architecture (for example mixtral-8x7b) or give the explicit dimensions",
+	},
+	{name: "an unknown uri scheme", mutate: withURI("s3://bucket/model.gguf"), message: "model.uri must start with hf://, https://, pvc:// or file://"},
+	{name: "an hf uri without a repository", mutate: withURI("hf://mistralai"), message: "an hf:// URI is hf://ORG/REPO[@REVISION][/FILE], for example hf://mistralai/Mixtral-8x7B-Instruct-v0.1"},
+	{name: "an https uri without a path", mutate: withURI("https://example.com"), message: "an https:// URI needs a host and a path, for example https://example.com/models/mixtral.gguf"},
+	{name: "a pvc uri without a path", mutate: withURI("pvc://models"), message: "a pvc:// URI is pvc://CLAIM/PATH: CLAIM is a PersistentVolumeClaim in this namespace and PATH the model file or folder on it"},
+	{name: "a relative file uri", mutate: withURI("file://models/m.gguf"), message: "a file:// URI names an absolute path inside the engine container, for example file:///models/mixtral.gguf"},
+	{
+		name: "a shape with missing dimensions",
+		mutate: func(o *servingv1alpha1.MixtralDeployment) {
+			o.Spec.Model = servingv1alpha1.ModelSpec{URI: "hf://a/b", Shape: &servingv1alpha1.ModelShape{Layers: 2}}
+		},
+		message: "model.shape needs either preset or all of layers, hiddenSize, intermediateSize, attentionHeads, kvHeads, experts, expertsPerToken and vocabSize",
+	},
+	{
+		name: "a shape preset with dimensions",
+		mutate: func(o *servingv1alpha1.MixtralDeployment) {
+			s := tinyShape()
+			s.Preset = servingv1alpha1.PresetMixtral8x7B
+			o.Spec.Model = servingv1alpha1.ModelSpec{URI: "hf://a/b", Shape: s}
+		},
+		message: "model.shape.preset cannot be combined with explicit dimensions: use one or the other",
+	},
+	{
+		name: "attention heads not a multiple of kv heads",
+		mutate: func(o *servingv1alpha1.MixtralDeployment) {
+			s := tinyShape()
+			s.KVHeads = 3
+			o.Spec.Model = servingv1alpha1.ModelSpec{URI: "hf://a/b", Shape: s}
+		},
+		message: "model.shape.attentionHeads must be a multiple of kvHeads (grouped-query attention shares each KV head among attentionHeads/kvHeads query heads)",
+	},
+	{
+		name: "more experts per token than experts",
+		mutate: func(o *servingv1alpha1.MixtralDeployment) {
+			s := tinyShape()
+			s.ExpertsPerToken = 8
+			o.Spec.Model = servingv1alpha1.ModelSpec{URI: "hf://a/b", Shape: s}
+		},
+		message: "model.shape.expertsPerToken must not exceed experts",
+	},
+	{
+		name: "a hidden size that does not split into heads",
+		mutate: func(o *servingv1alpha1.MixtralDeployment) {
+			s := tinyShape()
+			s.HiddenSize = 66
+			o.Spec.Model = servingv1alpha1.ModelSpec{URI: "hf://a/b", Shape: s}
+		},
+		message: "model.shape.hiddenSize must be a multiple of attentionHeads, or set headDim explicitly",
+	},
+	{
+		name: "a typical request longer than the context",
+		mutate: func(o *servingv1alpha1.MixtralDeployment) {
+			o.Spec.Targets.MaxContextLength = 1000
+		},
+		message: "targets.promptTokens + targets.outputTokens must not exceed targets.maxContextLength: a typical request must fit in the context",
+	},
+	{
+		name:    "a zero time to first token",
+		mutate:  func(o *servingv1alpha1.MixtralDeployment) { o.Spec.Targets.TimeToFirstToken = &metav1.Duration{} },
+		message: "targets.timeToFirstToken must be a positive duration such as 500ms",
+	},
+	{
+		name:    "a zero inter-token latency",
+		mutate:  func(o *servingv1alpha1.MixtralDeployment) { o.Spec.Targets.InterTokenLatency = &metav1.Duration{} },
+		message: "targets.interTokenLatency must be a positive duration such as 50ms",
+	},
+	{
+		name: "FP8 on an accelerator without it",
+		mutate: func(o *servingv1alpha1.MixtralDeployment) {
+			o.Spec.Accelerator.Type = servingv1alpha1.AcceleratorA100_80GB
+			o.Spec.Quantization = servingv1alpha1.QuantizationFP8
+		},
+		message: "quantization FP8 needs an accelerator with FP8 support (h100-80gb, h200, l40s, l4); on a100-80gb, a100-40gb and cpu choose Auto, BF16, Int8 or Int4",
+	},
+	{
+		name:    "a tensor parallelism that is not a power of two up to 8",
+		mutate:  func(o *servingv1alpha1.MixtralDeployment) { o.Spec.TensorParallelism = 3 },
+		message: "tensorParallelism must be 0 (let the planner choose), 1, 2, 4 or 8",
+	},
+	{
+		name: "a tensor parallelism beyond one node",
+		mutate: func(o *servingv1alpha1.MixtralDeployment) {
+			o.Spec.TensorParallelism = 8
+			o.Spec.Accelerator.MaxPerNode = ptr.To[int32](4)
+		},
+		message: "tensorParallelism must not exceed accelerator.maxPerNode: a replica's tensor-parallel group runs on one node",
+	},
+	{
+		name: "GPUs requested through engine.resources",
+		mutate: func(o *servingv1alpha1.MixtralDeployment) {
+			o.Spec.Engine.Resources.Limits = corev1.ResourceList{"nvidia.com/gpu": resource.MustParse("2")}
+		},
+		message:    "engine.resources must not set nvidia.com/gpu: the operator requests the plan's GPUs per replica",
+		expression: true,
+	},
+	{
+		name: "an extra arg that the operator manages",
+		mutate: func(o *servingv1alpha1.MixtralDeployment) {
+			o.Spec.Engine.ExtraArgs = []string{"--threads", "4", "--port=9000"}
+		},
+		message: "engine.extraArgs must not set --model, --quantization, --tensor-parallel, --port, --served-model-name, --ctx-size or --max-num-seqs: the operator sets them from the spec and the plan",
+	},
+	{
+		name: "a startup timeout too short to load anything",
+		mutate: func(o *servingv1alpha1.MixtralDeployment) {
+			o.Spec.Engine.StartupTimeout = &metav1.Duration{Duration: 5 * time.Second}
+		},
+		message: "engine.startupTimeout must be at least 10s",
+	},
+	{
+		name:    "autoscaling without a maximum",
+		mutate:  withAutoscaling(servingv1alpha1.AutoscalingSpec{Enabled: true}),
+		message: "autoscaling.maxReplicas is required when autoscaling.enabled is true",
+	},
+	{
+		name:    "autoscaling with min above max",
+		mutate:  withAutoscaling(servingv1alpha1.AutoscalingSpec{Enabled: true, MinReplicas: 5, MaxReplicas: ptr.To[int32](2)}),
+		message: "autoscaling.minReplicas must not exceed autoscaling.maxReplicas",
+	},
+	{
+		name: "a KV-cache target above 1",
+		mutate: withAutoscaling(servingv1alpha1.AutoscalingSpec{
+			Metric: servingv1alpha1.MetricKVCacheUsage, Target: ptr.To(resource.MustParse("2")),
+		}),
+		message: "autoscaling.target for KVCacheUsage is a fraction between 0 and 1, for example 800m or 0.8",
+	},
+	{
+		name:    "a zero autoscaling target",
+		mutate:  withAutoscaling(servingv1alpha1.AutoscalingSpec{Target: ptr.To(resource.MustParse("0"))}),
+		message: "autoscaling.target must be positive",
+	},
+	{
+		name:    "a name that cannot name a Service",
+		mutate:  func(o *servingv1alpha1.MixtralDeployment) { o.Name = "8x7b.chat" },
+		message: "metadata.name must be a DNS-1035 label (at most 63 lowercase letters, digits and '-', starting with a letter): it names the engine's Service",
+	},
+}
+
+// crdRules collects every x-kubernetes-validations rule in the CRD's schema.
+func crdRules(props apiextensionsv1.JSONSchemaProps, out *[]apiextensionsv1.ValidationRule) {
+	*out = append(*out, props.XValidations...)
+	for _, p := range props.Properties {
+		crdRules(p, out)
+	}
+	if props.Items != nil && props.Items.Schema != nil {
+		crdRules(*props.Items.Schema, out)
+	}
+	if props.AdditionalProperties != nil && props.AdditionalProperties.Schema != nil {
+		crdRules(*props.AdditionalProperties.Schema, out)
+	}
+}
+
+// TestCELCasesCoverEveryRule fails when a CEL rule is added without a case below.
+func TestCELCasesCoverEveryRule(t *testing.T) {
+	var rules []apiextensionsv1.ValidationRule
+	crdRules(*loadCRD(t).Spec.Versions[0].Schema.OpenAPIV3Schema, &rules)
+	covered := map[string]bool{}
+	expressions := 0
+	for _, c := range celCases {
+		covered[c.message] = true
+		if c.expression {
+			expressions++
+		}
+	}
+	ruleExpressions := 0
+	for _, r := range rules {
+		if r.MessageExpression != "" {
+			ruleExpressions++
+			continue
+		}
+		if !covered[r.Message] {
+			t.Errorf("no test case for the CEL rule %q (message %q)", r.Rule, r.Message)
+		}
+	}
+	if expressions < ruleExpressions {
+		t.Errorf("%d rules use messageExpression but only %d cases cover one", ruleExpressions, expressions)
+	}
+	if len(rules) < 25 {
+		t.Errorf("found only %d CEL rules; did the CRD path change?", len(rules))
+	}
+}
+
+// TestEnvtestCELRulesRejectAtAdmission creates each invalid spec against the real API
+// server (dry run) and expects the rule's own message.
+func TestEnvtestCELRulesRejectAtAdmission(t *testing.T) {
+	requireEnvtest(t)
+	ns := newNamespace(t)
+	base := loadSample(t, h100Sample, ns)
+	g := NewWithT(t)
+	g.Expect(k8sClient.Create(context.Background(), base.DeepCopy(), client.DryRunAll)).To(Succeed(), "the base object is valid")
+	for _, tc := range celCases {
+		t.Run(tc.name, func(t *testing.T) {
+			g := NewWithT(t)
+			obj := base.DeepCopy()
+			tc.mutate(obj)
+			err := k8sClient.Create(context.Background(), obj, client.DryRunAll)
+			g.Expect(apierrors.IsInvalid(err)).To(BeTrue(), "want an Invalid error, got %v", err)
+			g.Expect(err.Error()).To(ContainSubstring(tc.message))
+		})
+	}
+}
+
+// TestEnvtestFP8RuleMatchesThePlanner admits FP8 exactly on the accelerators whose catalog
+// entry has FP8 support.
+func TestEnvtestFP8RuleMatchesThePlanner(t *testing.T) {
+	requireEnvtest(t)
+	ns := newNamespace(t)
+	for _, name := range planner.AcceleratorNames() {
+		t.Run(name, func(t *testing.T) {
+			g := NewWithT(t)
+			acc, err := planner.AcceleratorByName(name)
+			g.Expect(err).NotTo(HaveOccurred())
+			obj := loadSample(t, h100Sample, ns)
+			obj.Spec.Accelerator.Type = servingv1alpha1.AcceleratorType(name)
+			obj.Spec.Quantization = servingv1alpha1.QuantizationFP8
+			err = k8sClient.Create(context.Background(), obj, client.DryRunAll)
+			if acc.SupportsQuantization(planner.FP8) {
+				g.Expect(err).NotTo(HaveOccurred())
+			} else {
+				g.Expect(err).To(HaveOccurred())
+				g.Expect(strings.Contains(err.Error(), "quantization FP8 needs")).To(BeTrue(), err.Error())
+			}
+		})
+	}
+}
