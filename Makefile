@@ -45,10 +45,11 @@ generate: $(CONTROLLER_GEN) ## Generate DeepCopy methods for the API types.
 	$(CONTROLLER_GEN) object paths="./api/..."
 
 .PHONY: manifests
-manifests: $(CONTROLLER_GEN) ## Generate the CRD and RBAC manifests and sync them into the Helm chart.
+manifests: $(CONTROLLER_GEN) ## Generate the CRD and RBAC manifests, sync them into the Helm chart, regenerate docs/crd-reference.md.
 	$(CONTROLLER_GEN) crd:allowDangerousTypes=true rbac:roleName=manager-role paths="./api/...;./controllers/..." \
 		output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
 	hack/sync-chart.sh config charts/moe-operator
+	go run ./hack/crd-reference > docs/crd-reference.md
 
 .PHONY: crd-reference
 crd-reference: ## Regenerate docs/crd-reference.md from the API types.

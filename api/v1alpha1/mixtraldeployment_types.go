@@ -420,9 +420,9 @@ type MixtralDeploymentSpec struct {
 	// Replicas is the number of engine replicas, and the scale subresource's spec.replicas
 	// (`kubectl scale`, an HPA, KEDA or the built-in autoscaler write it). Left unset, the
 	// operator fills in the plan's count and keeps it following the plan while it still
-	// holds the value the operator wrote (recorded in the serving.moe-operator.io/
-	// planned-replicas annotation). Once anyone else changes it, it is theirs: the operator
-	// never overwrites it. Remove the field to hand it back to the plan.
+	// holds the value the operator wrote (recorded in the annotation
+	// serving.moe-operator.io/planned-replicas). Once anyone else changes it, it is theirs:
+	// the operator never overwrites it. Remove the field to hand it back to the plan.
 	// +optional
 	// +kubebuilder:validation:Minimum=0
 	// +kubebuilder:validation:Maximum=10000
