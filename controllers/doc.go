@@ -4,6 +4,8 @@
 //
 //	plan      the planner sizes the deployment from the spec; infeasible targets are
 //	          reported in the Planned condition, not retried
+//	replicas  spec.replicas is filled in from the plan when unset (the scale subresource
+//	          needs it) and follows the plan only while it holds the operator's value
 //	workload  the engine Deployment (`moe serve`), built by desiredDeployment
 //	service   the ClusterIP Service, port "http"
 //	pdb       a PodDisruptionBudget allowing one voluntary disruption at a time
