@@ -1,0 +1,69 @@
+package model_test
+
+import (
+	"path/filepath"
+	"testing"
+
+	"github.com/moe-operator/moe-operator/engine/bench"
+	"github.com/moe-operator/moe-operator/engine/model"
+	"github.com/moe-operator/moe-operator/engine/modelgen"
+	"github.com/moe-operator/moe-operator/engine/sample"
+	"github.com/moe-operator/moe-operator/engine/tensor"
+)
+
+// benchModel is mini's width at two layers and a small vocabulary, so
+// generating it takes a second; per-layer costs are those of mini.
+func benchModel(b *testing.B, typ tensor.DType) *model.Model {
+	b.Helper()
+	c, _ := modelgen.Preset("mini")
+	c.Layers, c.Type, c.Vocab = 2, typ, "4096"
+	path := filepath.Join(b.TempDir(), "bench.gguf")
+	if err := modelgen.Write(path, c); err != nil {
+		b.Fatal(err)
+	}
+	m, err := model.Open(path, model.LoadOptions{Threads: 1})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { m.Close() })
+	return m
+}
+
+func BenchmarkDecode(b *testing.B) {
+	for _, typ := range []tensor.DType{tensor.Q8_0, tensor.Q4_0, tensor.Q4_K, tensor.F16} {
+		b.Run(typ.String(), func(b *testing.B) {
+			m := benchModel(b, typ)
+			s := m.NewSession(0)
+			logits, err := s.Prefill(bench.Prompt(16, m.Config.Vocab), false)
+			if err != nil {
+				b.Fatal(err)
+			}
+			n := 0
+			for b.Loop() {
+				if s.Pos() == s.Context() {
+					b.Fatal("context exhausted")
+				}
+				logits, _ = s.Decode(sample.Argmax(logits))
+				n++
+			}
+			b.ReportMetric(float64(n)/b.Elapsed().Seconds(), "tok/s")
+		})
+	}
+}
+
+func BenchmarkPrefill(b *testing.B) {
+	for _, typ := range []tensor.DType{tensor.Q8_0, tensor.Q4_0, tensor.Q4_K, tensor.F16} {
+		b.Run(typ.String(), func(b *testing.B) {
+			m := benchModel(b, typ)
+			prompt := bench.Prompt(128, m.Config.Vocab)
+			n := 0
+			for b.Loop() {
+				if _, err := m.NewSession(256).Prefill(prompt, false); err != nil {
+					b.Fatal(err)
+				}
+				n += len(prompt)
+			}
+			b.ReportMetric(float64(n)/b.Elapsed().Seconds(), "tok/s")
+		})
+	}
+}

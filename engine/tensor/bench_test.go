@@ -1,0 +1,63 @@
+package tensor
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"testing"
+)
+
+// BenchmarkMatVec measures y = W x for each weight type at a cache-resident
+// size (256 rows) and a streaming size (8192 rows, larger than the caches),
+// reporting the weight bytes read per second.
+func BenchmarkMatVec(b *testing.B) {
+	rng := rand.New(rand.NewPCG(1, 1))
+	for _, typ := range weightTypes {
+		for _, rows := range []int{256, 8192} {
+			cols := 1024
+			b.Run(fmt.Sprintf("%s/%dx%d", typ, rows, cols), func(b *testing.B) {
+				w := benchMatrix(b, rng, typ, rows, cols)
+				x := randFloats(rng, cols, 1)
+				y := make([]float32, rows)
+				var a Acts
+				for b.Loop() {
+					MatVec(nil, y, w, x, &a)
+				}
+				b.ReportMetric(float64(w.Bytes())*float64(b.N)/b.Elapsed().Seconds()/1e9, "GB/s")
+			})
+		}
+	}
+}
+
+// BenchmarkMatMul measures a 64-token batch against a 2048x1024 matrix, the
+// shape of prefill, in GFLOP/s (2 flops per multiply-add).
+func BenchmarkMatMul(b *testing.B) {
+	rng := rand.New(rand.NewPCG(2, 2))
+	for _, typ := range weightTypes {
+		rows, cols, n := 2048, 1024, 64
+		b.Run(fmt.Sprintf("%s/%dx%dx%d", typ, rows, cols, n), func(b *testing.B) {
+			w := benchMatrix(b, rng, typ, rows, cols)
+			x := randFloats(rng, n*cols, 1)
+			y := make([]float32, n*rows)
+			var a Acts
+			a.Set(typ.VecDotType(), x, n, cols)
+			for b.Loop() {
+				MatMul(nil, y, w, &a)
+			}
+			b.ReportMetric(2*float64(rows*cols*n)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+		})
+	}
+}
+
+func benchMatrix(b *testing.B, rng *rand.Rand, typ DType, rows, cols int) *Matrix {
+	vals := randFloats(rng, rows*cols, 0.5)
+	rb, _ := typ.RowBytes(cols)
+	data := make([]byte, rows*rb)
+	for r := 0; r < rows; r++ {
+		Quantize(data[r*rb:(r+1)*rb], vals[r*cols:(r+1)*cols], typ, cols)
+	}
+	m, err := NewMatrix(typ, rows, cols, data)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return m
+}
