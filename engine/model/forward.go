@@ -180,8 +180,8 @@ func (m *Model) Forward(st *State, c *Cache, b *Batch) ([]float32, error) {
 	}
 	if nOut > 0 {
 		st.acts.reset()
-		a := st.acts.get(m.Weights.Output.Type.VecDotType(), outRows, nOut, D)
-		tensor.MatMul(m.pool, logits, m.Weights.Output, a)
+		a := st.acts.get(m.output.Type.VecDotType(), outRows, nOut, D)
+		tensor.MatMul(m.pool, logits, m.output, a)
 	}
 	return logits, nil
 }

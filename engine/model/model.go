@@ -17,7 +17,8 @@ type Model struct {
 	Weights   *Weights
 
 	shards  []*shard
-	pool    *tensor.Pool // all threads; used for work outside the shards
+	output  *tensor.Matrix // the output head, packed
+	pool    *tensor.Pool   // all threads; used for work outside the shards
 	reducer Reducer
 	closer  func() error
 }
@@ -39,6 +40,28 @@ type shard struct {
 type shardLayer struct {
 	wq, wk, wv, wo *tensor.Matrix
 	gate, up, down []*tensor.Matrix
+}
+
+func (l *shardLayer) matrices() []*tensor.Matrix {
+	out := []*tensor.Matrix{l.wq, l.wk, l.wv, l.wo}
+	out = append(out, l.gate...)
+	out = append(out, l.up...)
+	return append(out, l.down...)
+}
+
+// pack converts the shard's matrices to the packed layout of their type.
+func (s *shard) pack() {
+	for i := range s.layers {
+		l := &s.layers[i]
+		l.wq, l.wk, l.wv, l.wo = tensor.Pack(l.wq), tensor.Pack(l.wk), tensor.Pack(l.wv), tensor.Pack(l.wo)
+		for _, ms := range []*[]*tensor.Matrix{&l.gate, &l.up, &l.down} {
+			packed := make([]*tensor.Matrix, len(*ms))
+			for e, m := range *ms {
+				packed[e] = tensor.Pack(m)
+			}
+			*ms = packed
+		}
+	}
 }
 
 // New assembles a model from its parts, splitting it into shards as opts
@@ -67,8 +90,23 @@ func New(c Config, w *Weights, tok *tokenizer.Tokenizer, opts LoadOptions) (*Mod
 			m.Close()
 			return nil, err
 		}
+		s.pack()
 		s.pool = tensor.NewPool(perShard)
 		m.shards = append(m.shards, s)
+	}
+	m.output = tensor.Pack(w.Output)
+	// The packed copies replace the file's bytes for matrix products: let
+	// the kernel drop those mapped pages, so resident memory stays near the
+	// model's size instead of twice it.
+	for _, s := range m.shards {
+		for _, l := range s.layers {
+			for _, mat := range l.matrices() {
+				releaseIfPacked(mat)
+			}
+		}
+	}
+	if w.Output != w.Embed { // the embedding's rows are still read
+		releaseIfPacked(m.output)
 	}
 	if n == 1 {
 		m.pool = m.shards[0].pool

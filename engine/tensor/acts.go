@@ -16,7 +16,7 @@ type Acts struct {
 	F          []float32 // F32/F16/BF16: Rows*Cols values (rounded to Type)
 	Q          []int8    // Q8_0/Q8_K: Rows*Cols quants
 	D          []float32 // Q8_0/Q8_K: one scale per block (Q8_0's is f16-rounded)
-	Sum        []int32   // Q8_K: the sum of each run of 16 quants
+	Sum        []int32   // Q8_0: the sum of each block's quants; Q8_K: of each run of 16
 }
 
 // Set converts rows x (rows*cols, row-major) to type t.
@@ -46,7 +46,8 @@ func (a *Acts) Set(t DType, x []float32, rows, cols int) {
 		}
 		a.Q = grow(a.Q, n)
 		a.D = grow(a.D, n/32)
-		quantizeActsQ8_0(a.Q, a.D, x[:n])
+		a.Sum = grow(a.Sum, n/32)
+		quantizeActsQ8_0(a.Q, a.D, a.Sum, x[:n])
 	case Q8_K:
 		if cols%QK != 0 {
 			panic(fmt.Sprintf("tensor: Acts.Set: %d columns is not a multiple of %d", cols, QK))
@@ -118,8 +119,14 @@ func quantizeQ8K(q []int8, sums []int32, x []float32) float32 {
 	return 1 / iscale
 }
 
-func quantizeActsQ8_0(q []int8, d []float32, x []float32) {
+func quantizeActsQ8_0(q []int8, d []float32, sums []int32, x []float32) {
 	for b := range d {
-		d[b] = quantizeQ8_0Ref(q[32*b:32*b+32], x[32*b:32*b+32])
+		blk := q[32*b : 32*b+32]
+		d[b] = quantizeQ8_0Ref(blk, x[32*b:32*b+32])
+		var s int32
+		for _, v := range blk {
+			s += int32(v)
+		}
+		sums[b] = s
 	}
 }

@@ -6,6 +6,8 @@ import (
 	"testing"
 )
 
+// Matrices are packed where the type has a packed layout, as models are.
+
 // BenchmarkMatVec measures y = W x for each weight type at a cache-resident
 // size (256 rows) and a streaming size (8192 rows, larger than the caches),
 // reporting the weight bytes read per second.
@@ -15,7 +17,7 @@ func BenchmarkMatVec(b *testing.B) {
 		for _, rows := range []int{256, 8192} {
 			cols := 1024
 			b.Run(fmt.Sprintf("%s/%dx%d", typ, rows, cols), func(b *testing.B) {
-				w := benchMatrix(b, rng, typ, rows, cols)
+				w := Pack(benchMatrix(b, rng, typ, rows, cols))
 				x := randFloats(rng, cols, 1)
 				y := make([]float32, rows)
 				var a Acts
@@ -35,7 +37,7 @@ func BenchmarkMatMul(b *testing.B) {
 	for _, typ := range weightTypes {
 		rows, cols, n := 2048, 1024, 64
 		b.Run(fmt.Sprintf("%s/%dx%dx%d", typ, rows, cols, n), func(b *testing.B) {
-			w := benchMatrix(b, rng, typ, rows, cols)
+			w := Pack(benchMatrix(b, rng, typ, rows, cols))
 			x := randFloats(rng, n*cols, 1)
 			y := make([]float32, n*rows)
 			var a Acts

@@ -47,6 +47,10 @@ func Dot(t DType, w []byte, a *Acts, r int) float32 {
 // rows. a must hold w.Type.VecDotType() with a.Cols == w.Cols.
 func MatMul(p *Pool, dst []float32, w *Matrix, a *Acts) {
 	checkMatMul(dst, w, a)
+	if w.packed != nil {
+		matMulPacked(p, dst, w, a)
+		return
+	}
 	k := kernelFor(w.Type)
 	n, rows := a.Rows, w.Rows
 	// Chunks of about 32 KiB of weights: small enough to balance across

@@ -256,3 +256,57 @@ func TestMultiRowKernelsEqualSingleRowBitForBit(t *testing.T) {
 		}
 	}
 }
+
+func TestPackedMatMulEqualsReference(t *testing.T) {
+	for _, isa := range packedISAs() {
+		usePackedISA(isa)
+		t.Run(fmt.Sprintf("vnni=%v", isa), testPackedMatMul)
+	}
+	useGenericPacked()
+	t.Run("generic", testPackedMatMul)
+	if isas := packedISAs(); len(isas) > 0 {
+		usePackedISA(isas[len(isas)-1])
+	}
+}
+
+func testPackedMatMul(t *testing.T) {
+	rng := rand.New(rand.NewPCG(9, 10))
+	pool := NewPool(2)
+	defer pool.Close()
+	for _, typ := range []DType{Q8_0, Q4_0} {
+		for _, rows := range []int{8, 19, 64} {
+			for _, n := range []int{1, 4, 7} {
+				w, _ := randMatrix(t, rng, typ, rows, 256)
+				pw := Pack(w)
+				if !pw.Packed() {
+					t.Fatalf("%s %d rows: not packed", typ, rows)
+				}
+				x := randFloats(rng, n*256, 1)
+				var a Acts
+				a.Set(typ.VecDotType(), x, n, 256)
+				got := make([]float32, n*rows)
+				want := make([]float32, n*rows)
+				MatMul(pool, got, pw, &a)
+				MatMulRef(want, w, &a)
+				for i := range got {
+					if e := relErr(got[i], want[i]); e > 2e-5 {
+						t.Fatalf("%s rows=%d n=%d element %d: packed %g, reference %g", typ, rows, n, i, got[i], want[i])
+					}
+				}
+				// A row's result must not depend on the other activation
+				// rows in the call: compare with one row at a time.
+				for i := 0; i < n; i++ {
+					var one Acts
+					one.Set(typ.VecDotType(), x[i*256:(i+1)*256], 1, 256)
+					y := make([]float32, rows)
+					MatMul(nil, y, pw, &one)
+					for o := range y {
+						if y[o] != got[i*rows+o] {
+							t.Fatalf("%s rows=%d: activation %d row %d: alone %v, in a batch of %d %v", typ, rows, i, o, y[o], n, got[i*rows+o])
+						}
+					}
+				}
+			}
+		}
+	}
+}

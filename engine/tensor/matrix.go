@@ -10,6 +10,9 @@ type Matrix struct {
 	Rows, Cols int
 	Data       []byte
 	rowBytes   int
+
+	packed     []byte // rows [0, packedRows) interleaved by Pack, or nil
+	packedRows int
 }
 
 // NewMatrix wraps data as a rows x cols matrix of type t. data must hold
@@ -36,6 +39,7 @@ func (m *Matrix) RowRange(lo, hi int) *Matrix {
 	if lo < 0 || hi > m.Rows || lo > hi {
 		panic(fmt.Sprintf("tensor: row range [%d,%d) of %d rows", lo, hi, m.Rows))
 	}
+	// The view uses the original layout; Pack it again if needed.
 	return &Matrix{Type: m.Type, Rows: hi - lo, Cols: m.Cols, Data: m.Data[lo*m.rowBytes : hi*m.rowBytes], rowBytes: m.rowBytes}
 }
 
