@@ -2,7 +2,6 @@ package tensor
 
 import (
 	"encoding/binary"
-
 )
 
 // Packed layouts. Pack interleaves a Q8_0 or Q4_0 matrix in groups of 8
@@ -163,4 +162,3 @@ func useGenericPacked() {
 		}
 	}
 }
-

@@ -2,5 +2,5 @@
 
 package tensor
 
-func packedISAs() []bool    { return nil }
+func packedISAs() []bool     { return nil }
 func usePackedISA(vnni bool) {}
