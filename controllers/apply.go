@@ -15,13 +15,13 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 )
 
-// conflictError reports a child object that exists under the operator's chosen name but is
+// foreignChildError reports a child object that exists under the operator's chosen name but is
 // not controlled by the MixtralDeployment. The operator never adopts or overwrites it.
-type conflictError struct {
+type foreignChildError struct {
 	kind, name string
 }
 
-func (e *conflictError) Error() string {
+func (e *foreignChildError) Error() string {
 	return fmt.Sprintf("a %s named %q already exists and is not owned by this MixtralDeployment; delete or rename it", e.kind, e.name)
 }
 
@@ -48,7 +48,7 @@ func applyChild[T client.Object](ctx context.Context, c client.Client, owner cli
 		return existing, fmt.Errorf("reading %s %q: %w", kind, desired.GetName(), err)
 	}
 	if !metav1.IsControlledBy(existing, owner) {
-		return existing, &conflictError{kind: kind, name: desired.GetName()}
+		return existing, &foreignChildError{kind: kind, name: desired.GetName()}
 	}
 	changed := syncLabels(existing, desired)
 	if sync(existing, desired) {

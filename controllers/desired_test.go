@@ -507,7 +507,7 @@ func TestComputeStatus(t *testing.T) {
 		{
 			name:    "a foreign child object is a conflict",
 			setup:   planned,
-			err:     &conflictError{kind: "Service", name: "chat"},
+			err:     &foreignChildError{kind: "Service", name: "chat"},
 			want:    want{"True/PlanFound", "False/NoReplicasReady", "True/RollingOut", "True/ChildConflict"},
 			wantGen: 0,
 		},

@@ -22,9 +22,9 @@ import (
 	"github.com/moe-operator/moe-operator/planner"
 )
 
-// conflictRetry is how often a MixtralDeployment blocked by a foreign child object is
+// foreignChildRetry is how often a MixtralDeployment blocked by a foreign child object is
 // retried; the foreign object is not watched, so its removal raises no event.
-const conflictRetry = 30 * time.Second
+const foreignChildRetry = 30 * time.Second
 
 // conflictRequeue is how soon a pass that lost an optimistic-concurrency race is retried.
 const conflictRequeue = time.Second
@@ -90,11 +90,11 @@ func (r *MixtralDeploymentReconciler) Reconcile(ctx context.Context, req ctrl.Re
 		if statusErr := r.reconcileStatus(ctx, s, err); statusErr != nil {
 			err = errors.Join(err, statusErr)
 		}
-		var conflict *conflictError
-		if errors.As(err, &conflict) {
+		var foreign *foreignChildError
+		if errors.As(err, &foreign) {
 			// A user problem, reported in Degraded; retry slowly instead of backing off hot.
-			logf.FromContext(ctx).Info("child object conflict", "reason", conflict.Error())
-			result, err = ctrl.Result{RequeueAfter: conflictRetry}, nil
+			logf.FromContext(ctx).Info("a child object belongs to something else", "reason", foreign.Error())
+			result, err = ctrl.Result{RequeueAfter: foreignChildRetry}, nil
 		}
 	}()
 

@@ -101,12 +101,12 @@ func computeStatus(s *scope, reconcileErr error) {
 	}
 
 	// Degraded.
-	var conflict *conflictError
+	var foreign *foreignChildError
 	stalled := deploymentCondition(d, appsv1.DeploymentProgressing)
 	failure := deploymentCondition(d, appsv1.DeploymentReplicaFailure)
 	switch {
-	case errors.As(reconcileErr, &conflict):
-		set(servingv1alpha1.ConditionDegraded, metav1.ConditionTrue, servingv1alpha1.ReasonChildConflict, sentence(conflict.Error()))
+	case errors.As(reconcileErr, &foreign):
+		set(servingv1alpha1.ConditionDegraded, metav1.ConditionTrue, servingv1alpha1.ReasonChildConflict, sentence(foreign.Error()))
 	case reconcileErr != nil:
 		set(servingv1alpha1.ConditionDegraded, metav1.ConditionTrue, servingv1alpha1.ReasonReconcileError,
 			sentence(reconcileErr.Error())+" The operator retries.")
