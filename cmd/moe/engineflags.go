@@ -17,6 +17,7 @@ type engineFlags struct {
 	threads        int
 	tensorParallel int
 	ctxSize        int
+	quantization   string
 }
 
 func (e *engineFlags) register(f *pflag.FlagSet) {
@@ -24,13 +25,14 @@ func (e *engineFlags) register(f *pflag.FlagSet) {
 	f.IntVar(&e.threads, "threads", 0, "compute threads (0: all CPUs)")
 	f.IntVar(&e.tensorParallel, "tensor-parallel", 1, "tensor-parallel shards")
 	f.IntVar(&e.ctxSize, "ctx-size", 0, "maximum sequence length (0: the model's context length)")
+	f.StringVar(&e.quantization, "quantization", "auto", "convert weights at load: auto (keep the file's), bf16, int8 (Q8_0) or int4 (Q4_0)")
 }
 
 func (e *engineFlags) open() (*model.Model, error) {
 	if e.model == "" {
 		return nil, fmt.Errorf("--model is required")
 	}
-	return model.Open(e.model, model.LoadOptions{Threads: e.threads, TensorParallel: e.tensorParallel})
+	return model.Open(e.model, model.LoadOptions{Threads: e.threads, TensorParallel: e.tensorParallel, Quantization: e.quantization})
 }
 
 // parseTokens parses "1,2,3" (spaces allowed).

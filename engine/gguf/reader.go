@@ -297,6 +297,10 @@ func (f *File) TensorData(name string) ([]byte, error) {
 	return f.data[start : start+t.Size : start+t.Size], nil
 }
 
+// Bytes is the whole file: the memory map Open made, or the slice Parse
+// was given. Tensor data slices point into it.
+func (f *File) Bytes() []byte { return f.data }
+
 // Size is the size of the file in bytes.
 func (f *File) Size() int64 { return int64(len(f.data)) }
 

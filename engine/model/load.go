@@ -17,6 +17,10 @@ type Weights struct {
 	OutNorm []float32
 	Output  *tensor.Matrix // Vocab rows of Dim (the embedding when the file has no output head)
 	Layers  []LayerWeights
+	// Mapped lists the read-only file mappings the matrices point into.
+	// Once a matrix has been converted or packed into memory of its own,
+	// the pages of its mapped bytes are released.
+	Mapped [][]byte
 }
 
 // LayerWeights are one transformer block's tensors. Matrices are stored as
@@ -111,7 +115,7 @@ func ConfigFromGGUF(f *gguf.File) (Config, error) {
 // and type.
 func weightsFromGGUF(f *gguf.File, c Config) (*Weights, error) {
 	l := ggufLoader{f: f}
-	w := &Weights{Layers: make([]LayerWeights, c.Layers)}
+	w := &Weights{Layers: make([]LayerWeights, c.Layers), Mapped: [][]byte{f.Bytes()}}
 	var err error
 	if w.Embed, err = l.matrix("token_embd.weight", c.Vocab, c.Dim); err != nil {
 		return nil, err
@@ -263,6 +267,13 @@ type LoadOptions struct {
 	Threads int
 	// TensorParallel splits the model into this many shards (0 or 1: none).
 	TensorParallel int
+	// Quantization converts the weights at load: "auto" or "" keeps the
+	// file's types; "bf16", "int8" (Q8_0) and "int4" (Q4_0) convert
+	// higher-precision weights (see QuantizeWeights).
+	Quantization string
+	// Progress, if set, receives the bytes converted so far and the total
+	// while weights are quantized at load.
+	Progress func(done, total int64)
 }
 
 // Open maps a GGUF file and loads the model in it.

@@ -77,6 +77,16 @@ func New(c Config, w *Weights, tok *tokenizer.Tokenizer, opts LoadOptions) (*Mod
 	if threads <= 0 {
 		threads = runtime.NumCPU()
 	}
+	if target, ok, err := ParseQuantization(opts.Quantization); err != nil {
+		return nil, err
+	} else if ok {
+		pool := tensor.NewPool(threads)
+		err := QuantizeWeights(w, target, pool, opts.Progress)
+		pool.Close()
+		if err != nil {
+			return nil, err
+		}
+	}
 	n := max(opts.TensorParallel, 1)
 	m := &Model{Config: c, Tokenizer: tok, Weights: w, reducer: SumReducer{}}
 	plan, err := planShards(c, n)
@@ -101,12 +111,14 @@ func New(c Config, w *Weights, tok *tokenizer.Tokenizer, opts LoadOptions) (*Mod
 	for _, s := range m.shards {
 		for _, l := range s.layers {
 			for _, mat := range l.matrices() {
-				releaseIfPacked(mat)
+				if mat.Packed() {
+					releaseMapped(mat.Data, w.Mapped)
+				}
 			}
 		}
 	}
-	if w.Output != w.Embed { // the embedding's rows are still read
-		releaseIfPacked(m.output)
+	if m.output.Packed() && w.Output != w.Embed { // the embedding's rows are still read
+		releaseMapped(m.output.Data, w.Mapped)
 	}
 	if n == 1 {
 		m.pool = m.shards[0].pool

@@ -2,6 +2,4 @@
 
 package model
 
-import "github.com/moe-operator/moe-operator/engine/tensor"
-
-func releaseIfPacked(*tensor.Matrix) {}
+func releaseMapped([]byte, [][]byte) {}
