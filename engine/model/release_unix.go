@@ -7,7 +7,6 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
-
 )
 
 // releaseMapped tells the kernel it may drop the whole pages of b when b
