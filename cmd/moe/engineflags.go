@@ -18,6 +18,7 @@ type engineFlags struct {
 	tensorParallel int
 	ctxSize        int
 	quantization   string
+	expertParallel bool
 }
 
 func (e *engineFlags) register(f *pflag.FlagSet) {
@@ -26,13 +27,14 @@ func (e *engineFlags) register(f *pflag.FlagSet) {
 	f.IntVar(&e.tensorParallel, "tensor-parallel", 1, "tensor-parallel shards")
 	f.IntVar(&e.ctxSize, "ctx-size", 0, "maximum sequence length (0: the model's context length)")
 	f.StringVar(&e.quantization, "quantization", "auto", "convert weights at load: auto (keep the file's), bf16, int8 (Q8_0) or int4 (Q4_0)")
+	f.BoolVar(&e.expertParallel, "expert-parallel", false, "with --tensor-parallel, place whole experts on shards instead of splitting every expert")
 }
 
 func (e *engineFlags) open() (*model.Model, error) {
 	if e.model == "" {
 		return nil, fmt.Errorf("--model is required")
 	}
-	return model.Open(e.model, model.LoadOptions{Threads: e.threads, TensorParallel: e.tensorParallel, Quantization: e.quantization})
+	return model.Open(e.model, model.LoadOptions{Threads: e.threads, TensorParallel: e.tensorParallel, Quantization: e.quantization, ExpertParallel: e.expertParallel})
 }
 
 // parseTokens parses "1,2,3" (spaces allowed).

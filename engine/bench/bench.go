@@ -84,7 +84,7 @@ func PeakRSS() int64 {
 // Quantization names the planner's precision family of the model's expert
 // weights ("" when it has none, as for F32).
 func Quantization(m *model.Model) string {
-	switch m.Weights.Layers[0].Gate[0].Type {
+	switch m.WeightType() {
 	case tensor.Q8_0:
 		return "Int8"
 	case tensor.Q4_0, tensor.Q4_K:
@@ -134,7 +134,7 @@ type shape struct {
 func WriteCalibration(path, accelerator string, m *model.Model, o Options, r Result) error {
 	q := Quantization(m)
 	if q == "" {
-		return fmt.Errorf("bench: %s weights have no planner quantization to calibrate", m.Weights.Layers[0].Gate[0].Type)
+		return fmt.Errorf("bench: %s weights have no planner quantization to calibrate", m.WeightType())
 	}
 	cal := calibration{Version: 1, Engine: "moe", Accelerator: accelerator}
 	if b, err := os.ReadFile(path); err == nil {

@@ -75,6 +75,15 @@ type shardState struct {
 	xe, ye       []float32   // [T][Dim] gathered rows for one expert and its output
 	g, u         []float32   // [T][ffn]
 	actsE, actsH tensor.Acts
+	logits       []float32 // [outputs][its vocabulary slice]
+}
+
+// grow returns (*buf)[:n], reallocating when it is too small.
+func grow(buf *[]float32, n int) []float32 {
+	if cap(*buf) < n {
+		*buf = make([]float32, n)
+	}
+	return (*buf)[:n]
 }
 
 // actsCache converts one activation matrix to each type its consumers need,
@@ -136,21 +145,20 @@ func (m *Model) Forward(st *State, c *Cache, b *Batch) ([]float32, error) {
 	}
 	D := cfg.Dim
 	for i, tok := range b.Tokens {
-		row := m.Weights.Embed.Row(int(tok))
-		tensor.Dequantize(st.x[i*D:(i+1)*D], row, m.Weights.Embed.Type, D)
+		tensor.Dequantize(st.x[i*D:(i+1)*D], m.embed.Row(int(tok)), m.embed.Type, D)
 		ropeTable(st.cos[i*cfg.HeadDim/2:(i+1)*cfg.HeadDim/2], st.sin[i*cfg.HeadDim/2:(i+1)*cfg.HeadDim/2], b.Pos[i], cfg.RopeTheta, cfg.HeadDim)
 	}
 	x, xn := st.x[:T*D], st.xn[:T*D]
 	for l := range cfg.Layers {
-		lw := &m.Weights.Layers[l]
+		lw := &m.layers[l]
 		for i := 0; i < T; i++ {
-			rmsNorm(xn[i*D:(i+1)*D], x[i*D:(i+1)*D], lw.AttnNorm, cfg.NormEps)
+			rmsNorm(xn[i*D:(i+1)*D], x[i*D:(i+1)*D], lw.attnNorm, cfg.NormEps)
 		}
 		m.onShards(st, func(s *shard, ss *shardState) { m.attention(s, ss, st, c, b, l) })
 		m.addParts(st, x)
 
 		for i := 0; i < T; i++ {
-			rmsNorm(xn[i*D:(i+1)*D], x[i*D:(i+1)*D], lw.FFNNorm, cfg.NormEps)
+			rmsNorm(xn[i*D:(i+1)*D], x[i*D:(i+1)*D], lw.ffnNorm, cfg.NormEps)
 		}
 		m.routeTokens(st, lw, T)
 		m.onShards(st, func(s *shard, ss *shardState) { m.experts(s, ss, st, l, T) })
@@ -174,14 +182,25 @@ func (m *Model) Forward(st *State, c *Cache, b *Batch) ([]float32, error) {
 	j := 0
 	for i := 0; i < T; i++ {
 		if b.Output[i] {
-			rmsNorm(outRows[j*D:(j+1)*D], x[i*D:(i+1)*D], m.Weights.OutNorm, cfg.NormEps)
+			rmsNorm(outRows[j*D:(j+1)*D], x[i*D:(i+1)*D], m.outNorm, cfg.NormEps)
 			j++
 		}
 	}
 	if nOut > 0 {
-		st.acts.reset()
-		a := st.acts.get(m.output.Type.VecDotType(), outRows, nOut, D)
-		tensor.MatMul(m.pool, logits, m.output, a)
+		m.onShards(st, func(s *shard, ss *shardState) {
+			ss.acts.reset()
+			a := ss.acts.get(s.output.Type.VecDotType(), outRows, nOut, D)
+			if len(m.shards) == 1 {
+				tensor.MatMul(s.pool, logits, s.output, a)
+				return
+			}
+			rows := s.output.Rows
+			part := grow(&ss.logits, nOut*rows)
+			tensor.MatMul(s.pool, part, s.output, a)
+			for j := 0; j < nOut; j++ {
+				copy(logits[j*cfg.Vocab+s.vocabLo:j*cfg.Vocab+s.vocabLo+rows], part[j*rows:(j+1)*rows])
+			}
+		})
 	}
 	return logits, nil
 }
@@ -307,10 +326,10 @@ func (m *Model) attention(s *shard, ss *shardState, st *State, c *Cache, b *Batc
 
 // routeTokens picks each token's top-k experts and their renormalised
 // weights from the router's softmax (computed once, shared by the shards).
-func (m *Model) routeTokens(st *State, lw *LayerWeights, T int) {
+func (m *Model) routeTokens(st *State, lw *sharedLayer, T int) {
 	cfg := m.Config
 	E, K := cfg.Experts, cfg.TopK
-	if lw.Router == nil { // dense: the one expert with weight 1
+	if lw.router == nil { // dense: the one expert with weight 1
 		for i := 0; i < T; i++ {
 			st.route[i] = routed{0, 1}
 		}
@@ -318,7 +337,7 @@ func (m *Model) routeTokens(st *State, lw *LayerWeights, T int) {
 	}
 	logits := st.router[:T*E]
 	st.acts.reset()
-	tensor.MatMul(m.pool, logits, lw.Router, st.acts.get(lw.Router.Type.VecDotType(), st.xn[:T*cfg.Dim], T, cfg.Dim))
+	tensor.MatMul(m.pool, logits, lw.router, st.acts.get(lw.router.Type.VecDotType(), st.xn[:T*cfg.Dim], T, cfg.Dim))
 	for i := 0; i < T; i++ {
 		p := logits[i*E : (i+1)*E]
 		softmax(p)
@@ -376,7 +395,7 @@ func (m *Model) experts(s *shard, ss *shardState, st *State, l, T int) {
 	// which other tokens share the batch.
 	for e, toks := range ss.expertTokens {
 		n := len(toks)
-		if n == 0 {
+		if n == 0 || sl.gate[e] == nil { // unused, or held by another shard
 			continue
 		}
 		xe := ss.xe[:n*D]

@@ -269,11 +269,15 @@ type LoadOptions struct {
 	TensorParallel int
 	// Quantization converts the weights at load: "auto" or "" keeps the
 	// file's types; "bf16", "int8" (Q8_0) and "int4" (Q4_0) convert
-	// higher-precision weights (see QuantizeWeights).
+	// higher-precision weights, never upcasting (see ParseQuantization).
 	Quantization string
 	// Progress, if set, receives the bytes converted so far and the total
 	// while weights are quantized at load.
 	Progress func(done, total int64)
+	// ExpertParallel places whole experts on shards (expert e on shard
+	// e mod TensorParallel) instead of splitting every expert's
+	// intermediate dimension.
+	ExpertParallel bool
 }
 
 // Open maps a GGUF file and loads the model in it.

@@ -14,58 +14,53 @@ import (
 type Model struct {
 	Config    Config
 	Tokenizer *tokenizer.Tokenizer
-	Weights   *Weights
 
-	shards  []*shard
-	output  *tensor.Matrix // the output head, packed
-	pool    *tensor.Pool   // all threads; used for work outside the shards
-	reducer Reducer
-	closer  func() error
+	embed      *tensor.Matrix // token embedding, row by row
+	outNorm    []float32
+	layers     []sharedLayer  // per-layer tensors every shard reads
+	weightType tensor.DType   // the experts' weight type
+	tied       bool           // the output head is the embedding
+	shards     []*shard
+	pool       *tensor.Pool // all threads; used for work outside the shards
+	reducer    Reducer
+	closer     func() error
+}
+
+// sharedLayer holds a layer's small tensors, replicated across shards.
+type sharedLayer struct {
+	attnNorm, ffnNorm []float32
+	router            *tensor.Matrix // nil for a dense model
 }
 
 // shard is one tensor-parallel slice of the model: a subset of the
-// attention heads and of every expert's intermediate dimension, with its
-// own thread pool. With one shard, it is the whole model.
+// attention heads and either a slice of every expert's intermediate
+// dimension or, with expert parallelism, a subset of whole experts; with
+// its own thread pool. With one shard, it is the whole model.
 type shard struct {
 	index      int
 	heads      int // query heads in this shard
 	headOffset int // global index of its first query head
 	kvHeads    int
 	kvOffset   int
-	ffn        int // intermediate size of each expert in this shard
+	ffn        int // intermediate size of each of its experts
 	layers     []shardLayer
+	vocabLo    int            // first vocabulary row of its output-head slice
+	output     *tensor.Matrix // rows [vocabLo, vocabLo+output.Rows) of the output head, packed
 	pool       *tensor.Pool
 }
 
+// shardLayer holds the shard's matrices; gate[e] is nil for an expert the
+// shard does not hold (expert parallelism).
 type shardLayer struct {
 	wq, wk, wv, wo *tensor.Matrix
 	gate, up, down []*tensor.Matrix
 }
 
-func (l *shardLayer) matrices() []*tensor.Matrix {
-	out := []*tensor.Matrix{l.wq, l.wk, l.wv, l.wo}
-	out = append(out, l.gate...)
-	out = append(out, l.up...)
-	return append(out, l.down...)
-}
-
-// pack converts the shard's matrices to the packed layout of their type.
-func (s *shard) pack() {
-	for i := range s.layers {
-		l := &s.layers[i]
-		l.wq, l.wk, l.wv, l.wo = tensor.Pack(l.wq), tensor.Pack(l.wk), tensor.Pack(l.wv), tensor.Pack(l.wo)
-		for _, ms := range []*[]*tensor.Matrix{&l.gate, &l.up, &l.down} {
-			packed := make([]*tensor.Matrix, len(*ms))
-			for e, m := range *ms {
-				packed[e] = tensor.Pack(m)
-			}
-			*ms = packed
-		}
-	}
-}
-
-// New assembles a model from its parts, splitting it into shards as opts
-// asks.
+// New assembles a model from its parts: it converts the weights as
+// opts.Quantization asks, splits them into opts.TensorParallel shards and
+// packs them for the kernels, one matrix at a time, so the memory peak
+// stays near the final size plus one matrix. w is consumed: its matrices
+// must not be used afterwards.
 func New(c Config, w *Weights, tok *tokenizer.Tokenizer, opts LoadOptions) (*Model, error) {
 	if err := c.Validate(); err != nil {
 		return nil, err
@@ -73,60 +68,81 @@ func New(c Config, w *Weights, tok *tokenizer.Tokenizer, opts LoadOptions) (*Mod
 	if tok != nil && tok.Size() != c.Vocab {
 		return nil, fmt.Errorf("%w: the tokenizer has %d pieces, the model %d", ErrConfig, tok.Size(), c.Vocab)
 	}
+	target, convert, err := ParseQuantization(opts.Quantization)
+	if err != nil {
+		return nil, err
+	}
+	n := max(opts.TensorParallel, 1)
+	plan, err := planShards(c, n, opts.ExpertParallel)
+	if err != nil {
+		return nil, err
+	}
 	threads := opts.Threads
 	if threads <= 0 {
 		threads = runtime.NumCPU()
 	}
-	if target, ok, err := ParseQuantization(opts.Quantization); err != nil {
-		return nil, err
-	} else if ok {
-		pool := tensor.NewPool(threads)
-		err := QuantizeWeights(w, target, pool, opts.Progress)
-		pool.Close()
-		if err != nil {
-			return nil, err
-		}
+	m := &Model{Config: c, Tokenizer: tok, outNorm: w.OutNorm, reducer: SumReducer{}, pool: tensor.NewPool(threads)}
+	b := builder{w: w, pool: m.pool, progress: opts.Progress}
+	if convert {
+		b.target = &target
 	}
-	n := max(opts.TensorParallel, 1)
-	m := &Model{Config: c, Tokenizer: tok, Weights: w, reducer: SumReducer{}}
-	plan, err := planShards(c, n)
-	if err != nil {
+	if err := b.checkAll(); err != nil {
+		m.Close()
 		return nil, err
 	}
-	perShard := max(1, threads/n)
 	for i, sp := range plan {
-		s, err := buildShard(c, w, sp, i, n)
-		if err != nil {
+		m.shards = append(m.shards, &shard{index: i, heads: sp.heads, headOffset: sp.headOffset,
+			kvHeads: sp.kvHeads, kvOffset: sp.kvOffset, ffn: sp.ffn, layers: make([]shardLayer, c.Layers)})
+	}
+	if err := b.buildShards(c, m.shards, plan); err != nil {
+		m.Close()
+		return nil, err
+	}
+	for l := range w.Layers {
+		m.layers = append(m.layers, sharedLayer{attnNorm: w.Layers[l].AttnNorm, ffnNorm: w.Layers[l].FFNNorm, router: w.Layers[l].Router})
+	}
+	m.weightType = b.expertType
+	tied := w.Output == w.Embed
+	m.tied = tied
+	if m.embed, err = b.convert(w.Embed); err != nil {
+		m.Close()
+		return nil, err
+	}
+	if m.embed != w.Embed {
+		b.release(w.Embed)
+	}
+	// The output head is split by vocabulary rows: each shard computes the
+	// logits of its slice (the GPU layout; on the CPU it spreads the work).
+	out := m.embed
+	if !tied {
+		if out, err = b.convert(w.Output); err != nil {
 			m.Close()
 			return nil, err
 		}
-		s.pack()
-		s.pool = tensor.NewPool(perShard)
-		m.shards = append(m.shards, s)
 	}
-	m.output = tensor.Pack(w.Output)
-	// The packed copies replace the file's bytes for matrix products: let
-	// the kernel drop those mapped pages, so resident memory stays near the
-	// model's size instead of twice it.
-	for _, s := range m.shards {
-		for _, l := range s.layers {
-			for _, mat := range l.matrices() {
-				if mat.Packed() {
-					releaseMapped(mat.Data, w.Mapped)
-				}
-			}
+	for i, s := range m.shards {
+		s.vocabLo = i * c.Vocab / n
+		s.output = tensor.Pack(out.RowRange(s.vocabLo, (i+1)*c.Vocab/n))
+	}
+	if !tied && !overlaps(m.shards[0].output.Data, w.Output.Data) {
+		b.release(w.Output)
+	}
+	*w = Weights{} // consumed
+	if n == 1 {
+		m.shards[0].pool = m.pool
+	} else {
+		perShard := max(1, threads/n)
+		for _, s := range m.shards {
+			s.pool = tensor.NewPool(perShard)
 		}
 	}
-	if m.output.Packed() && w.Output != w.Embed { // the embedding's rows are still read
-		releaseMapped(m.output.Data, w.Mapped)
-	}
-	if n == 1 {
-		m.pool = m.shards[0].pool
-	} else {
-		m.pool = tensor.NewPool(threads)
-	}
+	runtime.GC() // return the conversion's transient buffers now
 	return m, nil
 }
+
+// WeightType is the type of the experts' weights, which dominate the
+// model's size.
+func (m *Model) WeightType() tensor.DType { return m.weightType }
 
 // TensorParallel is the number of shards.
 func (m *Model) TensorParallel() int { return len(m.shards) }
@@ -155,15 +171,21 @@ func (m *Model) Close() error {
 
 type shardPlan struct {
 	heads, headOffset, kvHeads, kvOffset, ffn, ffnOffset int
+	experts                                              func(e int) bool // the experts the shard holds
 }
 
 // planShards splits heads, kv heads and the experts' intermediate dimension
 // over n shards. KV heads are split evenly when n divides them and
 // replicated when they divide n (each shard then holds the one kv head its
 // query heads read).
-func planShards(c Config, n int) ([]shardPlan, error) {
+//
+// The experts are split along their intermediate dimension (every shard
+// holds 1/n of every expert: balanced whatever the routing) or, with
+// expertParallel, placed whole, expert e on shard e mod n.
+func planShards(c Config, n int, expertParallel bool) ([]shardPlan, error) {
+	all := func(int) bool { return true }
 	if n == 1 {
-		return []shardPlan{{heads: c.Heads, kvHeads: c.KVHeads, ffn: c.FFN}}, nil
+		return []shardPlan{{heads: c.Heads, kvHeads: c.KVHeads, ffn: c.FFN, experts: all}}, nil
 	}
 	if c.Heads%n != 0 {
 		return nil, fmt.Errorf("%w: %d attention heads cannot be split over %d tensor-parallel shards", ErrConfig, c.Heads, n)
@@ -171,13 +193,17 @@ func planShards(c Config, n int) ([]shardPlan, error) {
 	if c.KVHeads%n != 0 && n%c.KVHeads != 0 {
 		return nil, fmt.Errorf("%w: %d kv heads can be neither split nor replicated over %d shards", ErrConfig, c.KVHeads, n)
 	}
-	if c.FFN%n != 0 {
+	if !expertParallel && c.FFN%n != 0 {
 		return nil, fmt.Errorf("%w: expert size %d cannot be split over %d shards", ErrConfig, c.FFN, n)
 	}
 	plans := make([]shardPlan, n)
 	hs := c.Heads / n
 	for s := range plans {
-		p := shardPlan{heads: hs, headOffset: s * hs, ffn: c.FFN / n, ffnOffset: s * c.FFN / n}
+		p := shardPlan{heads: hs, headOffset: s * hs, ffn: c.FFN / n, ffnOffset: s * c.FFN / n, experts: all}
+		if expertParallel {
+			p.ffn, p.ffnOffset = c.FFN, 0
+			p.experts = func(e int) bool { return e%n == s }
+		}
 		if c.KVHeads%n == 0 {
 			p.kvHeads, p.kvOffset = c.KVHeads/n, s*c.KVHeads/n
 		} else {
@@ -186,37 +212,6 @@ func planShards(c Config, n int) ([]shardPlan, error) {
 		plans[s] = p
 	}
 	return plans, nil
-}
-
-func buildShard(c Config, w *Weights, p shardPlan, index, n int) (*shard, error) {
-	s := &shard{index: index, heads: p.heads, headOffset: p.headOffset, kvHeads: p.kvHeads, kvOffset: p.kvOffset, ffn: p.ffn}
-	hd := c.HeadDim
-	for li, lw := range w.Layers {
-		sl := shardLayer{}
-		if n == 1 {
-			sl = shardLayer{wq: lw.Wq, wk: lw.Wk, wv: lw.Wv, wo: lw.Wo, gate: lw.Gate, up: lw.Up, down: lw.Down}
-			s.layers = append(s.layers, sl)
-			continue
-		}
-		var err error
-		sl.wq = lw.Wq.RowRange(p.headOffset*hd, (p.headOffset+p.heads)*hd)
-		sl.wk = lw.Wk.RowRange(p.kvOffset*hd, (p.kvOffset+p.kvHeads)*hd)
-		sl.wv = lw.Wv.RowRange(p.kvOffset*hd, (p.kvOffset+p.kvHeads)*hd)
-		if sl.wo, err = lw.Wo.ColRange(p.headOffset*hd, (p.headOffset+p.heads)*hd); err != nil {
-			return nil, fmt.Errorf("model: layer %d output projection for shard %d: %w", li, index, err)
-		}
-		for e := range lw.Gate {
-			sl.gate = append(sl.gate, lw.Gate[e].RowRange(p.ffnOffset, p.ffnOffset+p.ffn))
-			sl.up = append(sl.up, lw.Up[e].RowRange(p.ffnOffset, p.ffnOffset+p.ffn))
-			d, err := lw.Down[e].ColRange(p.ffnOffset, p.ffnOffset+p.ffn)
-			if err != nil {
-				return nil, fmt.Errorf("model: layer %d expert %d down projection for shard %d: %w", li, e, index, err)
-			}
-			sl.down = append(sl.down, d)
-		}
-		s.layers = append(s.layers, sl)
-	}
-	return s, nil
 }
 
 // Reducer joins the shards' partial results. AllReduce leaves the

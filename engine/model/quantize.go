@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync/atomic"
 
 	"github.com/moe-operator/moe-operator/engine/tensor"
 )
@@ -43,56 +42,6 @@ func ParseQuantization(s string) (t tensor.DType, ok bool, err error) {
 
 // bits is the storage per weight, to order types by precision.
 func bits(t tensor.DType) float64 { return 8 * t.BytesPerElement() }
-
-// QuantizeWeights converts the weight matrices of w (embedding, attention,
-// experts and output head; norms and the router stay as they are, as in
-// llama.cpp) to type target, one matrix at a time, rows in parallel on pool.
-// Matrices already at target's precision are kept. A matrix of lower
-// precision than target is an error: the engine never upcasts silently.
-// progress, if not nil, receives the source bytes converted so far and the
-// total. Each converted matrix's source pages are released when it is done,
-// so the memory peak stays near the converted size.
-func QuantizeWeights(w *Weights, target tensor.DType, pool *tensor.Pool, progress func(done, total int64)) error {
-	var mats []**tensor.Matrix
-	mats = append(mats, &w.Embed)
-	if w.Output != w.Embed {
-		mats = append(mats, &w.Output)
-	}
-	for i := range w.Layers {
-		l := &w.Layers[i]
-		mats = append(mats, &l.Wq, &l.Wk, &l.Wv, &l.Wo)
-		for e := range l.Gate {
-			mats = append(mats, &l.Gate[e], &l.Up[e], &l.Down[e])
-		}
-	}
-	var total int64
-	for _, m := range mats {
-		if err := checkConvertible((*m).Type, target); err != nil {
-			return err
-		}
-		total += int64(len((*m).Data))
-	}
-	tied := w.Output == w.Embed
-	var done atomic.Int64
-	for _, mp := range mats {
-		src := *mp
-		if needsConversion(src.Type, target) {
-			dst, err := convertMatrix(src, target, pool)
-			if err != nil {
-				return err
-			}
-			releaseMapped(src.Data, w.Mapped)
-			*mp = dst
-		}
-		if progress != nil {
-			progress(done.Add(int64(len(src.Data))), total)
-		}
-	}
-	if tied {
-		w.Output = w.Embed
-	}
-	return nil
-}
 
 func checkConvertible(from, to tensor.DType) error {
 	if bits(from) < bits(to)-0.01 {

@@ -31,11 +31,24 @@ func NewMatrix(t DType, rows, cols int, data []byte) (*Matrix, error) {
 // RowBytes is the size of one row in bytes.
 func (m *Matrix) RowBytes() int { return m.rowBytes }
 
-// Row returns row r's bytes.
-func (m *Matrix) Row(r int) []byte { return m.Data[r*m.rowBytes : (r+1)*m.rowBytes] }
+// Row returns row r's bytes. For a packed matrix only the rows past the
+// packed groups are stored row by row.
+func (m *Matrix) Row(r int) []byte {
+	if m.packed != nil {
+		if r < m.packedRows {
+			panic(fmt.Sprintf("tensor: row %d of a packed matrix is interleaved", r))
+		}
+		r -= m.packedRows
+	}
+	return m.Data[r*m.rowBytes : (r+1)*m.rowBytes]
+}
 
 // RowRange returns the sub-matrix of rows [lo, hi) sharing m's storage.
+// m must not be packed.
 func (m *Matrix) RowRange(lo, hi int) *Matrix {
+	if m.packed != nil {
+		panic("tensor: RowRange of a packed matrix")
+	}
 	if lo < 0 || hi > m.Rows || lo > hi {
 		panic(fmt.Sprintf("tensor: row range [%d,%d) of %d rows", lo, hi, m.Rows))
 	}
@@ -44,7 +57,7 @@ func (m *Matrix) RowRange(lo, hi int) *Matrix {
 }
 
 // Bytes is the storage size of the matrix.
-func (m *Matrix) Bytes() int { return len(m.Data) }
+func (m *Matrix) Bytes() int { return len(m.Data) + len(m.packed) }
 
 func checkMatMul(dst []float32, w *Matrix, a *Acts) {
 	if a.Type != w.Type.VecDotType() {
@@ -62,6 +75,9 @@ func checkMatMul(dst []float32, w *Matrix, a *Acts) {
 // hi must fall on block boundaries of m's type. Tensor-parallel shards use
 // it for the projections they split by input.
 func (m *Matrix) ColRange(lo, hi int) (*Matrix, error) {
+	if m.packed != nil {
+		panic("tensor: ColRange of a packed matrix")
+	}
 	bs := m.Type.BlockSize()
 	if lo < 0 || hi > m.Cols || lo > hi || lo%bs != 0 || hi%bs != 0 {
 		return nil, fmt.Errorf("tensor: columns [%d,%d) of a %d-column %s matrix do not fall on %d-element block boundaries", lo, hi, m.Cols, m.Type, bs)

@@ -32,9 +32,10 @@ func packable(t DType) bool { return t == Q8_0 || t == Q4_0 }
 
 // Pack returns a matrix whose rows are interleaved for the packed kernels,
 // or m itself when its type has none or it has fewer than 8 rows. Rows past
-// the last whole group of 8 stay in m's layout. The packed copy is owned by
-// the returned matrix; m's data is not referenced for the packed rows, so a
-// caller holding m's data in a file mapping may drop those pages.
+// the last whole group of 8 are copied in m's layout. The result owns all
+// its bytes and does not refer to m's data, so a caller may drop m (or the
+// file pages under it). Row works only for the unpacked tail rows of a
+// packed matrix.
 func Pack(m *Matrix) *Matrix {
 	if !packable(m.Type) || m.Rows < packRows {
 		return m
@@ -56,10 +57,9 @@ func Pack(m *Matrix) *Matrix {
 			}
 		}
 	}
-	out := *m
-	out.packed = packed
-	out.packedRows = groups * packRows
-	return &out
+	pr := groups * packRows
+	return &Matrix{Type: m.Type, Rows: m.Rows, Cols: m.Cols, rowBytes: m.rowBytes,
+		Data: append([]byte(nil), m.Data[pr*m.rowBytes:]...), packed: packed, packedRows: pr}
 }
 
 // Packed reports whether the matrix has a packed layout.
