@@ -17,9 +17,9 @@ type Model struct {
 
 	embed      *tensor.Matrix // token embedding, row by row
 	outNorm    []float32
-	layers     []sharedLayer  // per-layer tensors every shard reads
-	weightType tensor.DType   // the experts' weight type
-	tied       bool           // the output head is the embedding
+	layers     []sharedLayer // per-layer tensors every shard reads
+	weightType tensor.DType  // the experts' weight type
+	tied       bool          // the output head is the embedding
 	shards     []*shard
 	pool       *tensor.Pool // all threads; used for work outside the shards
 	reducer    Reducer
