@@ -206,9 +206,7 @@ func TestCancellingARequestFreesItsBlocksAtOnce(t *testing.T) {
 	if _, err := st.Recv(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if s.Stats().KVBlocksUsed == 0 {
-		t.Fatal("a running request holds no KV blocks")
-	}
+	waitFor(t, "the running request to hold KV blocks", func() bool { return s.Stats().KVBlocksUsed > 0 })
 	cancel()
 	waitFor(t, "the cancelled request to leave", func() bool {
 		st := s.Stats()
@@ -243,9 +241,10 @@ func TestAFullQueueRefusesRequests(t *testing.T) {
 	if _, err := s.Submit(ctx, long); !errors.Is(err, scheduler.ErrQueueFull) {
 		t.Fatalf("past the bound: %v, want ErrQueueFull", err)
 	}
-	if st := s.Stats(); st.Waiting != 2 || st.Running != 1 {
-		t.Errorf("stats %+v, want 1 running and 2 waiting", st)
-	}
+	waitFor(t, "1 running and 2 waiting", func() bool {
+		st := s.Stats()
+		return st.Waiting == 2 && st.Running == 1
+	})
 	cancel()
 	waitFor(t, "cancelled requests to leave", func() bool {
 		st := s.Stats()
