@@ -416,7 +416,7 @@ type countingObserver struct {
 	finished               map[scheduler.FinishReason]int
 }
 
-func (o *countingObserver) Scheduled(time.Duration) { o.scheduled.Add(1) }
+func (o *countingObserver) Scheduled(time.Duration)  { o.scheduled.Add(1) }
 func (o *countingObserver) FirstToken(time.Duration) { o.first.Add(1) }
 func (o *countingObserver) NextToken(time.Duration)  { o.next.Add(1) }
 func (o *countingObserver) Finished(r scheduler.FinishReason, _ time.Duration) {
