@@ -3,6 +3,7 @@ package tokenizer
 import (
 	"errors"
 	"fmt"
+	"strings"
 )
 
 // Message is one chat turn.
@@ -10,6 +11,41 @@ type Message struct {
 	Role    string // "system", "user" or "assistant"
 	Content string
 }
+
+// ChatFormat names a chat template the engine renders natively.
+type ChatFormat string
+
+// Chat formats.
+const (
+	// ChatUnknown: the model's template is absent or not one the engine
+	// recognises.
+	ChatUnknown ChatFormat = ""
+	// ChatMistralV1 is the template of Mistral-7B-Instruct-v0.1/v0.2 and
+	// Mixtral-8x7B-Instruct-v0.1, rendered by MistralV1Chat.
+	ChatMistralV1 ChatFormat = "mistral-v1"
+)
+
+// DetectChatFormat recognises a Jinja chat template. The Mistral v1 family
+// writes "[INST] " + content + " [/INST]" as plain text (with spaces inside
+// the brackets' quotes) and has no tool-call tokens; later Mistral templates
+// (v3, Tekken) use [AVAILABLE_TOOLS] / [TOOL_CALLS] control tokens and no
+// spaces, and are not recognised.
+func DetectChatFormat(template string) ChatFormat {
+	t := strings.Join(strings.Fields(template), " ")
+	if !strings.Contains(t, "[INST]") || !strings.Contains(t, "[/INST]") ||
+		strings.Contains(t, "[AVAILABLE_TOOLS]") || strings.Contains(t, "[TOOL_CALLS]") {
+		return ChatUnknown
+	}
+	for _, close := range []string{"' [/INST]'", "\" [/INST]\"", "' [/INST]"} {
+		if strings.Contains(t, close) {
+			return ChatMistralV1
+		}
+	}
+	return ChatUnknown
+}
+
+// ChatFormat returns the format of the vocabulary's chat template.
+func (t *Tokenizer) ChatFormat() ChatFormat { return DetectChatFormat(t.v.ChatTemplate) }
 
 // ErrChat reports a conversation the template cannot render.
 var ErrChat = errors.New("tokenizer: invalid conversation")

@@ -69,6 +69,9 @@ func FromGGUF(f *gguf.File) (*Tokenizer, error) {
 			return nil, fmt.Errorf("tokenizer: %w", err)
 		}
 	}
+	if tmpl, err := f.String("tokenizer.chat_template"); err == nil {
+		v.ChatTemplate = tmpl
+	}
 	return New(v)
 }
 
@@ -88,4 +91,7 @@ func SetGGUF(w *gguf.Writer, v Vocab) {
 	w.Set("tokenizer.ggml.add_bos_token", gguf.Bool(v.AddBOS))
 	w.Set("tokenizer.ggml.add_eos_token", gguf.Bool(v.AddEOS))
 	w.Set("tokenizer.ggml.add_space_prefix", gguf.Bool(v.AddSpacePrefix))
+	if v.ChatTemplate != "" {
+		w.Set("tokenizer.chat_template", gguf.String(v.ChatTemplate))
+	}
 }

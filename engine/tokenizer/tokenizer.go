@@ -45,6 +45,10 @@ type Vocab struct {
 	AddBOS, AddEOS bool
 	// AddSpacePrefix prepends the dummy space ("▁") to text.
 	AddSpacePrefix bool
+	// ChatTemplate is the model's Jinja chat template (tokenizer_config.json
+	// chat_template or GGUF tokenizer.chat_template), if it has one. The
+	// engine does not run Jinja: see DetectChatFormat.
+	ChatTemplate string
 }
 
 // ErrVocab reports an unusable vocabulary.
