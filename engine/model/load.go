@@ -280,8 +280,18 @@ type LoadOptions struct {
 	ExpertParallel bool
 }
 
-// Open maps a GGUF file and loads the model in it.
+// Open maps a model and loads it: a GGUF file, or a Hugging Face
+// checkpoint (a directory with config.json, tokenizer.json and safetensors
+// weights, or its .safetensors or .safetensors.index.json file; see
+// OpenHF). A file is recognised by its content, not its name.
 func Open(path string, opts LoadOptions) (*Model, error) {
+	path, hf, err := modelPath(path)
+	if err != nil {
+		return nil, err
+	}
+	if hf {
+		return OpenHF(path, opts)
+	}
 	f, err := gguf.Open(path)
 	if err != nil {
 		return nil, err

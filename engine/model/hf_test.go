@@ -1,0 +1,308 @@
+package model_test
+
+import (
+	"encoding/json"
+	"errors"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/moe-operator/moe-operator/engine/model"
+	"github.com/moe-operator/moe-operator/engine/modelgen"
+	"github.com/moe-operator/moe-operator/engine/safetensors"
+	"github.com/moe-operator/moe-operator/engine/tensor"
+)
+
+// hfPair writes a generated model as GGUF and, through modelgen.ExportHF,
+// as a Hugging Face checkpoint (rotate_half Q/K order, per-expert tensors,
+// config.json, tokenizer.json), returning both paths.
+func hfPair(t *testing.T, c modelgen.Config, opts modelgen.HFOptions) (ggufPath, hfDir string) {
+	t.Helper()
+	dir := t.TempDir()
+	ggufPath, hfDir = filepath.Join(dir, "m.gguf"), filepath.Join(dir, "hf")
+	if err := modelgen.Write(ggufPath, c); err != nil {
+		t.Fatal(err)
+	}
+	if err := modelgen.ExportHF(ggufPath, hfDir, opts); err != nil {
+		t.Fatal(err)
+	}
+	return ggufPath, hfDir
+}
+
+// logits runs the prompt through the model at path and returns every
+// position's logits.
+func logits(t *testing.T, path string, opts model.LoadOptions, prompt []int32) []float32 {
+	t.Helper()
+	if opts.Threads == 0 {
+		opts.Threads = 2
+	}
+	m, err := model.Open(path, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	out, err := m.NewSession(0).Prefill(prompt, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// diff returns the largest and the median per-position largest absolute
+// difference of two logit sets of vocab V.
+func diff(a, b []float32, V int) (worst, median float64) {
+	var per []float64
+	for p := 0; p < len(a)/V; p++ {
+		m := 0.0
+		for i := p * V; i < (p+1)*V; i++ {
+			m = math.Max(m, math.Abs(float64(a[i]-b[i])))
+		}
+		per = append(per, m)
+		worst = math.Max(worst, m)
+	}
+	sort.Float64s(per)
+	return worst, per[len(per)/2]
+}
+
+var parityPrompt = []int32{1, 300, 301, 302, 350, 420, 299, 310, 311, 460, 303, 305, 400, 401, 330, 331}
+
+func TestHFCheckpointGivesTheGGUFLogits(t *testing.T) {
+	tiny, _ := modelgen.Preset("tiny")
+	cases := []struct {
+		name string
+		edit func(*modelgen.Config)
+		opts modelgen.HFOptions
+	}{
+		{"f32 gqa2 top2 4 experts", nil, modelgen.HFOptions{}},
+		{"f32 gqa1 top1 sharded", func(c *modelgen.Config) { c.KVHeads, c.TopK = c.Heads, 1 }, modelgen.HFOptions{MaxShardBytes: 100 << 10}},
+		{"f32 gqa4 8 experts per-expert gguf layout, 3 layers", func(c *modelgen.Config) {
+			c.Heads, c.KVHeads, c.Experts, c.Layers, c.PerExpert = 8, 2, 8, 3, true
+		}, modelgen.HFOptions{}},
+		{"f32 dense (one expert: a Mistral checkpoint)", func(c *modelgen.Config) { c.Experts, c.TopK = 1, 1 }, modelgen.HFOptions{}},
+		{"f16 stays f16", func(c *modelgen.Config) { c.Type = tensor.F16 }, modelgen.HFOptions{}},
+		{"bf16 stays bf16", func(c *modelgen.Config) { c.Type = tensor.BF16 }, modelgen.HFOptions{MaxShardBytes: 200 << 10}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c := tiny
+			c.Seed = uint64(len(tc.name))
+			if tc.edit != nil {
+				tc.edit(&c)
+			}
+			g, h := hfPair(t, c, tc.opts)
+			want := logits(t, g, model.LoadOptions{}, parityPrompt)
+			got := logits(t, h, model.LoadOptions{}, parityPrompt)
+			worst, _ := diff(got, want, len(got)/len(parityPrompt))
+			t.Logf("max |Δlogit| HF vs GGUF: %.3g", worst)
+			if worst > 1e-4 {
+				t.Fatalf("max logit difference %.3g exceeds 1e-4", worst)
+			}
+		})
+	}
+}
+
+func TestHFCheckpointLoadsWithMixtralShapeAndTokenizer(t *testing.T) {
+	c, _ := modelgen.Preset("tiny")
+	c.Vocab = "mistral"
+	g, h := hfPair(t, c, modelgen.HFOptions{MaxShardBytes: 1 << 20})
+	mg, err := model.Open(g, model.LoadOptions{Threads: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mg.Close()
+	for _, path := range []string{h, filepath.Join(h, safetensors.IndexName)} {
+		mh, err := model.Open(path, model.LoadOptions{Threads: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := mg.Config
+		want.Rope = model.RopeHalf
+		if mh.Config != want {
+			t.Errorf("config\n HF   %+v\n GGUF %+v", mh.Config, want)
+		}
+		text := "[INST] Wie geht's? 😀 [/INST]\n  code := 42"
+		if got, want := mh.Tokenizer.Encode(text, true), mg.Tokenizer.Encode(text, true); !slices.Equal(got, want) {
+			t.Errorf("tokens\n HF   %v\n GGUF %v", got, want)
+		}
+		mh.Close()
+	}
+}
+
+// TestOnLoadQuantizationOfHFMatchesGGUF holds the HF checkpoint quantized at
+// load to the GGUF file quantized the same ways (at load, and by
+// QuantizeFile), and reports both against the F32 logits.
+func TestOnLoadQuantizationOfHFMatchesGGUF(t *testing.T) {
+	c, _ := modelgen.Preset("tiny")
+	c.Layers, c.Seed = 3, 7
+	g, h := hfPair(t, c, modelgen.HFOptions{})
+	ref := logits(t, g, model.LoadOptions{}, parityPrompt)
+	V := len(ref) / len(parityPrompt)
+	for _, q := range []struct {
+		name string
+		typ  tensor.DType
+	}{{"int8", tensor.Q8_0}, {"int4", tensor.Q4_0}} {
+		t.Run(q.name, func(t *testing.T) {
+			var progressed int64
+			hq := logits(t, h, model.LoadOptions{Quantization: q.name, Progress: func(done, total int64) {
+				if done > total {
+					t.Errorf("progress %d of %d", done, total)
+				}
+				progressed = done
+			}}, parityPrompt)
+			if progressed == 0 {
+				t.Error("no quantization progress reported")
+			}
+			gq := logits(t, g, model.LoadOptions{Quantization: q.name}, parityPrompt)
+			file := filepath.Join(t.TempDir(), "q.gguf")
+			pool := tensor.NewPool(2)
+			err := model.QuantizeFile(g, file, q.typ, pool, nil)
+			pool.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+			fq := logits(t, file, model.LoadOptions{}, parityPrompt)
+			// Quantization works on rows, and the HF checkpoint differs only
+			// by a permutation of Q/K rows, so the quantized weights are the
+			// same numbers: the logits agree as closely as at F32, far inside
+			// the 0.15 that Q8_0/Q4_0 are held to against llama.cpp.
+			for _, other := range []struct {
+				name string
+				l    []float32
+			}{{"GGUF quantized at load", gq}, {"GGUF quantized by QuantizeFile", fq}} {
+				worst, median := diff(hq, other.l, V)
+				t.Logf("HF %s vs %s: max |Δlogit| %.3g, median position %.3g", q.name, other.name, worst, median)
+				if worst > 1e-3 {
+					t.Errorf("HF %s differs from %s by %.3g", q.name, other.name, worst)
+				}
+			}
+			// Against F32 the error is the quantization's own, large on a
+			// 64-wide random model at 4 bits; only a gross bound is held.
+			worst, median := diff(hq, ref, V)
+			t.Logf("HF %s vs F32: max |Δlogit| %.3g, median position %.3g", q.name, worst, median)
+			if sanity := map[string]float64{"int8": 0.5, "int4": 3}[q.name]; worst > sanity {
+				t.Errorf("HF %s differs from F32 by %.3g, more than %g", q.name, worst, sanity)
+			}
+		})
+	}
+}
+
+func TestHFConfigOfMixtral8x7B(t *testing.T) {
+	// The published Mixtral-8x7B-v0.1 config.json, less fields the engine ignores.
+	js := `{"architectures": ["MixtralForCausalLM"], "attention_dropout": 0.0, "bos_token_id": 1, "eos_token_id": 2,
+	"hidden_act": "silu", "hidden_size": 4096, "initializer_range": 0.02, "intermediate_size": 14336,
+	"max_position_embeddings": 32768, "model_type": "mixtral", "num_attention_heads": 32, "num_experts_per_tok": 2,
+	"num_hidden_layers": 32, "num_key_value_heads": 8, "num_local_experts": 8, "output_router_logits": false,
+	"rms_norm_eps": 1e-05, "rope_theta": 1000000.0, "router_aux_loss_coef": 0.02, "sliding_window": null,
+	"tie_word_embeddings": false, "torch_dtype": "bfloat16", "use_cache": true, "vocab_size": 32000}`
+	c, err := model.ConfigFromHF([]byte(js))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := model.Config{Layers: 32, Dim: 4096, Heads: 32, KVHeads: 8, HeadDim: 128, FFN: 14336, Experts: 8, TopK: 2,
+		Vocab: 32000, Context: 32768, RopeTheta: 1e6, NormEps: 1e-5, Rope: model.RopeHalf}
+	if c != want {
+		t.Errorf("config\n got  %+v\n want %+v", c, want)
+	}
+	// Mistral-7B-v0.1: dense, sliding window 4096, rope theta 1e4.
+	mistral := `{"architectures": ["MistralForCausalLM"], "hidden_size": 4096, "intermediate_size": 14336,
+	"max_position_embeddings": 32768, "model_type": "mistral", "num_attention_heads": 32, "num_hidden_layers": 32,
+	"num_key_value_heads": 8, "rms_norm_eps": 1e-05, "rope_theta": 10000.0, "sliding_window": 4096, "vocab_size": 32000}`
+	c, err = model.ConfigFromHF([]byte(mistral))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Experts != 1 || c.TopK != 1 || c.SlidingWindow != 4096 || c.RopeTheta != 1e4 || c.HeadDim != 128 {
+		t.Errorf("mistral config %+v", c)
+	}
+}
+
+func TestBadHFCheckpointsAreRefusedWithAReason(t *testing.T) {
+	c, _ := modelgen.Preset("tiny")
+	_, good := hfPair(t, c, modelgen.HFOptions{})
+	clone := func(t *testing.T, edit func(dir string)) string {
+		dir := t.TempDir()
+		entries, _ := os.ReadDir(good)
+		for _, e := range entries {
+			b, _ := os.ReadFile(filepath.Join(good, e.Name()))
+			os.WriteFile(filepath.Join(dir, e.Name()), b, 0o644)
+		}
+		edit(dir)
+		return dir
+	}
+	editJSON := func(file string, f func(m map[string]any)) func(dir string) {
+		return func(dir string) {
+			p := filepath.Join(dir, file)
+			b, _ := os.ReadFile(p)
+			var m map[string]any
+			json.Unmarshal(b, &m)
+			f(m)
+			b, _ = json.Marshal(m)
+			os.WriteFile(p, b, 0o644)
+		}
+	}
+	rewrite := func(f func(ts []safetensors.Tensor) []safetensors.Tensor) func(dir string) {
+		return func(dir string) {
+			ck, err := safetensors.OpenCheckpoint(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var ts []safetensors.Tensor
+			for _, name := range ck.Names() {
+				info, data, _ := ck.Tensor(name)
+				d := append([]byte(nil), data...)
+				ts = append(ts, safetensors.Tensor{Name: name, DType: info.DType, Shape: info.Shape, Data: func() ([]byte, error) { return d, nil }})
+			}
+			ck.Close()
+			if err := safetensors.WriteFile(filepath.Join(dir, safetensors.SingleName), f(ts), nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	tests := []struct {
+		name string
+		edit func(dir string)
+		want string
+	}{
+		{"no config.json", func(dir string) { os.Remove(filepath.Join(dir, "config.json")) }, "needs its config.json"},
+		{"no tokenizer.json", func(dir string) { os.Remove(filepath.Join(dir, "tokenizer.json")) }, "tokenizer.json is missing"},
+		{"unsupported architecture", editJSON("config.json", func(m map[string]any) { m["model_type"] = "qwen2_moe" }), `model_type "qwen2_moe"`},
+		{"rope scaling", editJSON("config.json", func(m map[string]any) { m["rope_scaling"] = map[string]any{"type": "yarn", "factor": 4} }), `RoPE scaling "yarn"`},
+		{"vocabulary size disagrees", editJSON("config.json", func(m map[string]any) { m["vocab_size"] = 600 }), "vocab_size 600"},
+		{"shape disagrees", editJSON("config.json", func(m map[string]any) { m["intermediate_size"] = 96 }), "has shape"},
+		{"missing tensor", rewrite(func(ts []safetensors.Tensor) []safetensors.Tensor {
+			return slices.DeleteFunc(ts, func(x safetensors.Tensor) bool { return x.Name == "model.layers.1.block_sparse_moe.experts.3.w2.weight" })
+		}), `"model.layers.1.block_sparse_moe.experts.3.w2.weight" is missing`},
+		{"integer weights", rewrite(func(ts []safetensors.Tensor) []safetensors.Tensor {
+			for i := range ts {
+				if ts[i].Name == "model.layers.0.self_attn.q_proj.weight" {
+					ts[i].DType = safetensors.I32
+				}
+			}
+			return ts
+		}), "dtype I32"},
+		{"truncated weights", func(dir string) {
+			p := filepath.Join(dir, safetensors.SingleName)
+			b, _ := os.ReadFile(p)
+			os.WriteFile(p, b[:len(b)-100], 0o644)
+		}, "truncated"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m, err := model.Open(clone(t, tt.edit), model.LoadOptions{Threads: 1})
+			if err == nil {
+				m.Close()
+				t.Fatal("loaded without error")
+			}
+			if !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("error %q does not mention %q", err, tt.want)
+			}
+		})
+	}
+	if _, err := model.Open(t.TempDir(), model.LoadOptions{}); !errors.Is(err, model.ErrUnsupported) {
+		t.Errorf("empty directory: %v", err)
+	}
+}
