@@ -274,7 +274,9 @@ func TestBadHFCheckpointsAreRefusedWithAReason(t *testing.T) {
 		{"vocabulary size disagrees", editJSON("config.json", func(m map[string]any) { m["vocab_size"] = 600 }), "vocab_size 600"},
 		{"shape disagrees", editJSON("config.json", func(m map[string]any) { m["intermediate_size"] = 96 }), "has shape"},
 		{"missing tensor", rewrite(func(ts []safetensors.Tensor) []safetensors.Tensor {
-			return slices.DeleteFunc(ts, func(x safetensors.Tensor) bool { return x.Name == "model.layers.1.block_sparse_moe.experts.3.w2.weight" })
+			return slices.DeleteFunc(ts, func(x safetensors.Tensor) bool {
+				return x.Name == "model.layers.1.block_sparse_moe.experts.3.w2.weight"
+			})
 		}), `"model.layers.1.block_sparse_moe.experts.3.w2.weight" is missing`},
 		{"integer weights", rewrite(func(ts []safetensors.Tensor) []safetensors.Tensor {
 			for i := range ts {
