@@ -63,3 +63,20 @@ func benchMatrix(b *testing.B, rng *rand.Rand, typ DType, rows, cols int) *Matri
 	}
 	return m
 }
+
+// BenchmarkQuantize measures converting float32 rows to each stored type,
+// in input bytes (as F32) per second.
+func BenchmarkQuantize(b *testing.B) {
+	rng := rand.New(rand.NewPCG(3, 3))
+	x := randFloats(rng, 1<<16, 1)
+	for _, typ := range []DType{F16, BF16, Q8_0, Q4_0, Q4_K, Q6_K} {
+		b.Run(typ.String(), func(b *testing.B) {
+			rb, _ := typ.RowBytes(len(x))
+			out := make([]byte, rb)
+			for b.Loop() {
+				Quantize(out, x, typ, len(x))
+			}
+			b.ReportMetric(float64(4*len(x))*float64(b.N)/b.Elapsed().Seconds()/1e9, "GB/s")
+		})
+	}
+}

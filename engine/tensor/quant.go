@@ -223,30 +223,34 @@ func abs32(x float32) float32 { return math.Float32frombits(math.Float32bits(x) 
 // fitAffine finds scale s >= 0 and offset m <= 0 minimising
 // sum (x_i - (s*q_i + m))^2 over levels q_i in [0, nmax], by trying a fan of
 // grid spacings around the plain min/max one and refitting s and m by least
-// squares for each candidate assignment. It returns s and -m (the positive
-// min Q4_K stores).
+// squares for each candidate assignment (the error of a fit follows from
+// the same sums, so each candidate is one pass). It returns s and -m (the
+// positive min Q4_K stores).
 func fitAffine(x []float32, nmax int) (scale, negMin float32) {
 	lo, hi := float32(0), x[0]
+	var sx, sxx float64
 	for _, v := range x {
 		lo = min(lo, v)
 		hi = max(hi, v)
+		sx += float64(v)
+		sxx += float64(v) * float64(v)
 	}
 	if hi <= lo {
 		return 0, -lo
 	}
-	bestErr := float32(math.Inf(1))
+	n := float64(len(x))
+	bestErr := math.Inf(1)
 	scale, negMin = (hi-lo)/float32(nmax), -lo
-	for step := -10; step <= 10; step++ {
-		iscale := (float32(nmax) + 0.1*float32(step)) / (hi - lo)
-		// levels for this grid
-		var sl, sll, sx, slx float64
-		n := float64(len(x))
+	fmax := float32(nmax)
+	for step := -10; step <= 10; step += 2 {
+		iscale := (fmax + 0.1*float32(step)) / (hi - lo)
+		var sl, sll, slx float64
 		for _, v := range x {
-			l := float64(clampInt(int(roundHalfEven(iscale*(v-lo))), 0, nmax))
-			sl += l
-			sll += l * l
-			sx += float64(v)
-			slx += l * float64(v)
+			// v-lo >= 0, so adding a half and truncating rounds to nearest.
+			l := min(float32(int32(iscale*(v-lo)+0.5)), fmax)
+			sl += float64(l)
+			sll += float64(l) * float64(l)
+			slx += float64(l) * float64(v)
 		}
 		det := n*sll - sl*sl
 		if det <= 0 {
@@ -256,20 +260,14 @@ func fitAffine(x []float32, nmax int) (scale, negMin float32) {
 		m := (sx - s*sl) / n
 		if m > 0 { // the format needs m <= 0: refit the scale alone
 			m = 0
-			if sll == 0 {
-				continue
-			}
 			s = slx / sll
 		}
 		if s <= 0 {
 			continue
 		}
-		var err float32
-		for _, v := range x {
-			l := float32(clampInt(int(roundHalfEven((v-float32(m))/float32(s))), 0, nmax))
-			e := v - (float32(s)*l + float32(m))
-			err += e * e
-		}
+		// sum (x - s l - m)^2 expanded in the sums above; levels are those of
+		// this grid (close to, not exactly, the ones the fit would choose).
+		err := sxx - 2*s*slx - 2*m*sx + s*s*sll + 2*s*m*sl + n*m*m
 		if err < bestErr {
 			bestErr, scale, negMin = err, float32(s), float32(-m)
 		}
