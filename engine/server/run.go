@@ -1,0 +1,117 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/moe-operator/moe-operator/engine/model"
+	"github.com/moe-operator/moe-operator/engine/scheduler"
+)
+
+// RunConfig is what Run needs.
+type RunConfig struct {
+	Options
+	// Listener is where to serve; Run closes it.
+	Listener net.Listener
+	// Load loads the model; Run calls it after it starts serving /health,
+	// and /ready turns true once it returns.
+	Load func() (*model.Model, error)
+	// Scheduler configures batching (its Observer is set by Run).
+	Scheduler scheduler.Config
+	// ShutdownGrace bounds how long requests in flight may take to finish
+	// once ctx ends (default 30s); the rest are aborted.
+	ShutdownGrace time.Duration
+}
+
+// Run serves until ctx ends (on SIGTERM, say), then drains: /ready turns
+// false, new requests get 503, requests in flight finish within
+// ShutdownGrace (and are aborted after it), and Run returns nil. It
+// returns an error only when the model cannot be loaded or the listener
+// fails.
+func Run(ctx context.Context, c RunConfig) error {
+	if c.ShutdownGrace <= 0 {
+		c.ShutdownGrace = 30 * time.Second
+	}
+	s := New(c.Options)
+	log := s.log
+	hs := &http.Server{
+		Handler:           s.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	served := make(chan error, 1)
+	go func() { served <- hs.Serve(c.Listener) }()
+	stopHTTP := func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if hs.Shutdown(sctx) != nil {
+			hs.Close()
+		}
+	}
+	log.Info("listening", "addr", c.Listener.Addr().String())
+
+	type loaded struct {
+		m   *model.Model
+		err error
+	}
+	loading := make(chan loaded, 1)
+	start := time.Now()
+	go func() {
+		m, err := c.Load()
+		loading <- loaded{m, err}
+	}()
+	var m *model.Model
+	select {
+	case l := <-loading:
+		if l.err != nil {
+			stopHTTP()
+			return fmt.Errorf("loading the model: %w", l.err)
+		}
+		m = l.m
+	case err := <-served:
+		return err
+	case <-ctx.Done():
+		log.Info("stopped while loading the model")
+		stopHTTP()
+		return nil
+	}
+	defer m.Close()
+
+	sc := c.Scheduler
+	sc.Observer = s.Observer()
+	sch, err := scheduler.New(m, sc)
+	if err != nil {
+		stopHTTP()
+		return err
+	}
+	defer sch.Close()
+	s.Attach(sch)
+	cfg := sch.Config()
+	log.Info("ready", "model", c.ModelName, "load_seconds", time.Since(start).Seconds(), "context", cfg.Context,
+		"kv_cache_tokens", sch.MaxSequence(), "max_num_seqs", cfg.MaxNumSeqs, "max_batched_tokens", cfg.MaxBatchedTokens)
+
+	select {
+	case <-ctx.Done():
+	case err := <-served:
+		if !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+		return nil
+	}
+	st := sch.Stats()
+	log.Info("draining", "running", st.Running, "waiting", st.Waiting, "grace", c.ShutdownGrace.String())
+	gctx, cancel := context.WithTimeout(context.Background(), c.ShutdownGrace)
+	defer cancel()
+	if err := s.Drain(gctx); err != nil {
+		log.Warn("the shutdown grace period ended; aborted the requests still running", "grace", c.ShutdownGrace.String())
+	}
+	stopHTTP()
+	log.Info("stopped")
+	return nil
+}
