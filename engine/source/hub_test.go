@@ -119,7 +119,9 @@ func (h *testHub) gets(file string) int {
 	return n
 }
 
-func isLFS(name string) bool { return strings.HasSuffix(name, ".safetensors") || strings.HasSuffix(name, ".gguf") }
+func isLFS(name string) bool {
+	return strings.HasSuffix(name, ".safetensors") || strings.HasSuffix(name, ".gguf")
+}
 
 func sha256Hex(b []byte) string { s := sha256.Sum256(b); return hex.EncodeToString(s[:]) }
 
