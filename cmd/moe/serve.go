@@ -1,0 +1,95 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/moe-operator/moe-operator/engine/model"
+	"github.com/moe-operator/moe-operator/engine/scheduler"
+	"github.com/moe-operator/moe-operator/engine/server"
+)
+
+func init() { rootCmd.AddCommand(newServeCmd()) }
+
+func newServeCmd() *cobra.Command {
+	var (
+		ef         engineFlags
+		host       string
+		port       int
+		name       string
+		apiKey     string
+		apiKeyFile string
+		grace      time.Duration
+		sc         scheduler.Config
+	)
+	cmd := &cobra.Command{
+		Use:   "serve --model FILE [--port 8000] [--served-model-name NAME]",
+		Short: "Serve a model over the OpenAI API with continuous batching",
+		Long: `serve answers the OpenAI API (/v1/models, /v1/completions, /v1/chat/completions,
+with streaming) and /health, /ready and /metrics (vLLM's metric names; see
+docs/metrics.md). /health answers at once; /ready once the model is loaded.
+On SIGTERM or SIGINT, /ready turns false, new requests get 503, and requests in
+flight get --shutdown-grace to finish before the process exits 0.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if ef.model == "" {
+				return fmt.Errorf("--model is required")
+			}
+			if apiKeyFile != "" {
+				if apiKey != "" {
+					return fmt.Errorf("give --api-key or --api-key-file, not both")
+				}
+				b, err := os.ReadFile(apiKeyFile)
+				if err != nil {
+					return fmt.Errorf("reading the API key: %w", err)
+				}
+				if apiKey = strings.TrimSpace(string(b)); apiKey == "" {
+					return fmt.Errorf("the API key file %s is empty", apiKeyFile)
+				}
+			}
+			if name == "" {
+				name = ef.model
+			}
+			sc.Context = ef.ctxSize
+			ln, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(port)))
+			if err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, os.Interrupt)
+			defer stop()
+			return server.Run(ctx, server.RunConfig{
+				Options: server.Options{
+					ModelName: name,
+					APIKey:    apiKey,
+					Logger:    slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), nil)),
+				},
+				Listener:      ln,
+				Load:          func() (*model.Model, error) { return ef.open() },
+				Scheduler:     sc,
+				ShutdownGrace: grace,
+			})
+		},
+	}
+	f := cmd.Flags()
+	ef.register(f)
+	f.StringVar(&host, "host", "0.0.0.0", "address to listen on")
+	f.IntVar(&port, "port", 8000, "port to listen on (0: any free port, logged)")
+	f.StringVar(&name, "served-model-name", "", `the model's name in the API (default: the --model value)`)
+	f.IntVar(&sc.MaxNumSeqs, "max-num-seqs", 256, "sequences batched at once")
+	f.IntVar(&sc.MaxBatchedTokens, "max-batched-tokens", 0, "token budget of one step, decodes and prefill chunks together (0: max(2048, --max-num-seqs))")
+	f.IntVar(&sc.KVCacheTokens, "kv-cache-tokens", 0, "positions in the paged KV cache (0: --max-num-seqs full contexts, at most 2 GiB)")
+	f.IntVar(&sc.MaxQueue, "max-queue", 1024, "requests that may wait to start; past it, 429")
+	f.StringVar(&apiKey, "api-key", "", `require "Authorization: Bearer KEY" on /v1/ paths`)
+	f.StringVar(&apiKeyFile, "api-key-file", "", "read the API key from this file")
+	f.DurationVar(&grace, "shutdown-grace", 30*time.Second, "time requests in flight get to finish after SIGTERM")
+	return cmd
+}
