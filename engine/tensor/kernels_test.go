@@ -273,17 +273,17 @@ func testPackedMatMul(t *testing.T) {
 	rng := rand.New(rand.NewPCG(9, 10))
 	pool := NewPool(2)
 	defer pool.Close()
-	for _, typ := range []DType{Q8_0, Q4_0} {
+	for _, typ := range []DType{Q8_0, Q4_0, Q4_K, Q6_K} {
 		for _, rows := range []int{8, 19, 64} {
 			for _, n := range []int{1, 4, 7} {
-				w, _ := randMatrix(t, rng, typ, rows, 256)
+				w, _ := randMatrix(t, rng, typ, rows, 512)
 				pw := Pack(w)
 				if !pw.Packed() {
 					t.Fatalf("%s %d rows: not packed", typ, rows)
 				}
-				x := randFloats(rng, n*256, 1)
+				x := randFloats(rng, n*512, 1)
 				var a Acts
-				a.Set(typ.VecDotType(), x, n, 256)
+				a.Set(typ.VecDotType(), x, n, 512)
 				got := make([]float32, n*rows)
 				want := make([]float32, n*rows)
 				MatMul(pool, got, pw, &a)
@@ -297,7 +297,7 @@ func testPackedMatMul(t *testing.T) {
 				// rows in the call: compare with one row at a time.
 				for i := 0; i < n; i++ {
 					var one Acts
-					one.Set(typ.VecDotType(), x[i*256:(i+1)*256], 1, 256)
+					one.Set(typ.VecDotType(), x[i*512:(i+1)*512], 1, 512)
 					y := make([]float32, rows)
 					MatMul(nil, y, pw, &one)
 					for o := range y {

@@ -4,31 +4,97 @@ import (
 	"encoding/binary"
 )
 
-// Packed layouts. Pack interleaves a Q8_0 or Q4_0 matrix in groups of 8
-// rows so one SIMD register holds the same 4 quants of 8 rows: a broadcast
-// activation dword then meets all 8 rows in one integer multiply-add, and
-// the 8 results land in the 8 lanes of one register, ready for the 8 row
-// scales. This is what makes decode (one activation row) fast; prefill
-// reuses each unpacked weight register for 4 activation rows.
+// Packed layouts. Pack interleaves a matrix in groups of 8 rows so one
+// SIMD register holds the same 4 quants of 8 rows: a broadcast activation
+// dword then meets all 8 rows in one integer multiply-add, and the 8
+// results land in the 8 lanes of one register, ready for the 8 row scales.
+// This is what makes decode (one activation row) fast; prefill reuses each
+// unpacked weight register for several activation rows.
 //
-// For each group of 8 rows and each 32-element block b, the packed block is
+// A "chunk" below is 32 bytes: for row k = 0..7, bytes 4k..4k+3 hold 4
+// consecutive bytes of that row's original block. Per group of 8 rows and
+// per block, the packed block (the same size as 8 original blocks, or a
+// little more for Q4_K) is:
 //
-//	8 × f16 row scales (16 bytes), then chunks of 32 bytes: chunk c holds,
-//	for row k = 0..7 at bytes 4k..4k+3, that row's original block bytes
-//	2+4c .. 2+4c+3
+//	Q8_0: 8 f16 scales (16 B), 8 chunks of quants: chunk c = quants 4c..4c+3.
+//	Q4_0: 8 f16 scales, 4 chunks of nibbles: chunk c = original bytes
+//	      4c..4c+3, whose low nibbles are elements 4c..4c+3 and high
+//	      nibbles elements 16+4c..16+4c+3.
+//	Q4_K: 8 f16 d, 8 f16 dmin, the 8 sub-blocks' 6-bit scales unpacked to
+//	      bytes (sub-block j's 8 rows at 32+8j), then their mins (at 96+8j),
+//	      then 32 chunks of nibbles: chunk 8g+s = original qs bytes
+//	      32g+4s..+3 (low nibbles: elements 64g+4s.., sub-block 2g; high:
+//	      64g+32+4s.., sub-block 2g+1). 1184 bytes for 8 blocks of 144.
+//	Q6_K: 8 f16 d, the 16 int8 sub-block scales (sub-block j's 8 rows at
+//	      16+8j), 32 chunks of ql (chunk 16h+8p+s = ql bytes 64h+32p+4s..),
+//	      then 16 chunks of qh (chunk 8h+s = qh bytes 32h+4s..).
 //
-// Q8_0 has 8 chunks (the quants 4c..4c+3). Q4_0 has 4 chunks; their low
-// nibbles are elements 4c..4c+3 and their high nibbles elements
-// 16+4c..16+4c+3. A packed block has the same size as 8 original ones.
-//
-// Per row the kernels compute, per block, the exact integer sum of
-// weight × activation quants, then accumulate float(sum) · d_row · d_x.
+// Per row the kernels compute each block's exact integer sums of weight ×
+// activation quants, then accumulate them in float with the row's scales.
 // A row's result depends only on the row and the activation, never on
 // which other activation rows share the call.
 const packRows = 8
 
-// packable reports whether Pack supports type t.
-func packable(t DType) bool { return t == Q8_0 || t == Q4_0 }
+// packFormat describes one type's packed block.
+type packFormat struct {
+	blockElems int // elements per block (32 or 256)
+	bytes      int // packed bytes per group of 8 blocks
+	// pack writes the packed block of 8 original blocks src[k] into dst.
+	pack func(dst []byte, src [packRows][]byte)
+}
+
+var packFormats = map[DType]packFormat{
+	Q8_0: {32, 8 * 34, packSimple},
+	Q4_0: {32, 8 * 18, packSimple},
+	Q4_K: {QK, 1184, packQ4K},
+	Q6_K: {QK, 8 * 210, packQ6K},
+}
+
+// chunk copies 4 bytes of each row's block, src[k][off:off+4], into the
+// 32-byte chunk dst.
+func chunk(dst []byte, src [packRows][]byte, off int) {
+	for k := range src {
+		copy(dst[4*k:4*k+4], src[k][off:off+4])
+	}
+}
+
+// packSimple packs Q8_0 and Q4_0: scales, then the quant bytes in chunks.
+func packSimple(dst []byte, src [packRows][]byte) {
+	for k := range src {
+		copy(dst[2*k:2*k+2], src[k][:2])
+	}
+	for c := 0; c < (len(src[0])-2)/4; c++ {
+		chunk(dst[16+32*c:], src, 2+4*c)
+	}
+}
+
+func packQ4K(dst []byte, src [packRows][]byte) {
+	for k, b := range src {
+		copy(dst[2*k:], b[0:2])    // d
+		copy(dst[16+2*k:], b[2:4]) // dmin
+		for j := 0; j < 8; j++ {
+			dst[32+8*j+k], dst[96+8*j+k] = q4kScaleMin(j, b[4:16])
+		}
+	}
+	for c := 0; c < 32; c++ {
+		chunk(dst[160+32*c:], src, 16+4*c)
+	}
+}
+
+func packQ6K(dst []byte, src [packRows][]byte) {
+	for k, b := range src {
+		copy(dst[2*k:], b[208:210]) // d
+		for j := 0; j < 16; j++ {
+			dst[16+8*j+k] = b[192+j]
+		}
+	}
+	for c := 0; c < 32; c++ { // ql
+		chunk(dst[144+32*c:], src, 4*c)
+	}
+	for c := 0; c < 16; c++ { // qh
+		chunk(dst[1168+32*c:], src, 128+4*c)
+	}
+}
 
 // Pack returns a matrix whose rows are interleaved for the packed kernels,
 // or m itself when its type has none or it has fewer than 8 rows. Rows past
@@ -37,24 +103,21 @@ func packable(t DType) bool { return t == Q8_0 || t == Q4_0 }
 // file pages under it). Row works only for the unpacked tail rows of a
 // packed matrix.
 func Pack(m *Matrix) *Matrix {
-	if !packable(m.Type) || m.Rows < packRows {
+	f, ok := packFormats[m.Type]
+	if !ok || m.Rows < packRows || packedKernels[m.Type].gemv == nil {
 		return m
 	}
 	groups := m.Rows / packRows
-	nb := m.Cols / 32
+	nb := m.Cols / f.blockElems
 	bb := m.Type.BlockBytes()
-	chunks := (bb - 2) / 4
-	packed := make([]byte, groups*nb*packRows*bb)
+	packed := make([]byte, groups*nb*f.bytes)
+	var src [packRows][]byte
 	for g := 0; g < groups; g++ {
 		for b := 0; b < nb; b++ {
-			dst := packed[(g*nb+b)*packRows*bb : (g*nb+b+1)*packRows*bb]
-			for k := 0; k < packRows; k++ {
-				src := m.Row(g*packRows + k)[b*bb : (b+1)*bb]
-				copy(dst[2*k:2*k+2], src[:2])
-				for c := 0; c < chunks; c++ {
-					copy(dst[16+32*c+4*k:16+32*c+4*k+4], src[2+4*c:2+4*c+4])
-				}
+			for k := range src {
+				src[k] = m.Row(g*packRows + k)[b*bb : (b+1)*bb]
 			}
+			f.pack(packed[(g*nb+b)*f.bytes:(g*nb+b+1)*f.bytes], src)
 		}
 	}
 	pr := groups * packRows
@@ -79,7 +142,7 @@ type packedKernel struct {
 	gemm4 func(w []byte, a *Acts, r int, y []float32, ystride int)
 }
 
-var packedKernels [Q8_0 + 1]packedKernel
+var packedKernels [Q6_K + 1]packedKernel
 
 // matMulPacked is MatMul for a packed matrix.
 func matMulPacked(p *Pool, dst []float32, w *Matrix, a *Acts) {
@@ -112,10 +175,17 @@ func matMulPacked(p *Pool, dst []float32, w *Matrix, a *Acts) {
 	}
 }
 
-// Portable packed kernels: the same integer sums and float accumulation
-// as the assembly ones.
+// Portable packed kernels: the same integer sums as the assembly ones.
 
 func gemvPackedGeneric(t DType, w []byte, a *Acts, r int, y []float32) {
+	switch t {
+	case Q4_K:
+		gemvQ4KGeneric(w, a, r, y)
+		return
+	case Q6_K:
+		gemvQ6KGeneric(w, a, r, y)
+		return
+	}
 	nb := a.Cols / 32
 	bb := t.BlockBytes()
 	q := a.Q[r*a.Cols : (r+1)*a.Cols]
@@ -148,10 +218,79 @@ func gemvPackedGeneric(t DType, w []byte, a *Acts, r int, y []float32) {
 	copy(y[:packRows], acc[:])
 }
 
+func gemvQ4KGeneric(w []byte, a *Acts, r int, y []float32) {
+	nb := a.Cols / QK
+	q := a.Q[r*a.Cols : (r+1)*a.Cols]
+	d := a.D[r*nb : (r+1)*nb]
+	sums := a.Sum[r*a.Cols/16 : (r+1)*a.Cols/16]
+	var acc [packRows]float32
+	for b := 0; b < nb; b++ {
+		blk := w[b*1184 : (b+1)*1184]
+		x := q[QK*b : QK*b+QK]
+		for k := 0; k < packRows; k++ {
+			var dots, mins int32
+			for j := 0; j < 8; j++ {
+				g, hi := j/2, j%2
+				var s int32
+				for st := 0; st < 8; st++ {
+					for i := 0; i < 4; i++ {
+						v := blk[160+32*(8*g+st)+4*k+i]
+						if hi == 1 {
+							v >>= 4
+						}
+						s += int32(v&0xf) * int32(x[64*g+32*hi+4*st+i])
+					}
+				}
+				dots += int32(blk[32+8*j+k]) * s
+				mins += int32(blk[96+8*j+k]) * (sums[16*b+2*j] + sums[16*b+2*j+1])
+			}
+			dk := FP16ToFP32(binary.LittleEndian.Uint16(blk[2*k:]))
+			dmin := FP16ToFP32(binary.LittleEndian.Uint16(blk[16+2*k:]))
+			acc[k] += d[b] * (dk*float32(dots) - dmin*float32(mins))
+		}
+	}
+	copy(y[:packRows], acc[:])
+}
+
+func gemvQ6KGeneric(w []byte, a *Acts, r int, y []float32) {
+	nb := a.Cols / QK
+	q := a.Q[r*a.Cols : (r+1)*a.Cols]
+	d := a.D[r*nb : (r+1)*nb]
+	var acc [packRows]float32
+	for b := 0; b < nb; b++ {
+		blk := w[b*1680 : (b+1)*1680]
+		x := q[QK*b : QK*b+QK]
+		for k := 0; k < packRows; k++ {
+			var dots int32
+			for h := 0; h < 2; h++ {
+				for kk := 0; kk < 4; kk++ {
+					for sb := 0; sb < 2; sb++ {
+						var s int32
+						for st := 4 * sb; st < 4*sb+4; st++ {
+							for i := 0; i < 4; i++ {
+								ql := blk[144+32*(16*h+8*(kk&1)+st)+4*k+i]
+								if kk >= 2 {
+									ql >>= 4
+								}
+								qh := blk[1168+32*(8*h+st)+4*k+i] >> (2 * kk)
+								v := int32(ql&0xf) | int32(qh&3)<<4
+								s += (v - 32) * int32(x[128*h+32*kk+4*st+i])
+							}
+						}
+						dots += int32(int8(blk[16+8*(8*h+2*kk+sb)+k])) * s
+					}
+				}
+			}
+			acc[k] += d[b] * FP16ToFP32(binary.LittleEndian.Uint16(blk[2*k:])) * float32(dots)
+		}
+	}
+	copy(y[:packRows], acc[:])
+}
+
 func init() { useGenericPacked() }
 
 func useGenericPacked() {
-	for _, t := range []DType{Q8_0, Q4_0} {
+	for _, t := range []DType{Q8_0, Q4_0, Q4_K, Q6_K} {
 		packedKernels[t] = packedKernel{
 			gemv: func(w []byte, a *Acts, r int, y []float32) { gemvPackedGeneric(t, w, a, r, y) },
 			gemm4: func(w []byte, a *Acts, r int, y []float32, ystride int) {

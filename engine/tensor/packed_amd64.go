@@ -36,6 +36,18 @@ func gemvQ8_0x8AVX2(w *byte, x *int8, d *float32, s *int32, nb int, y *float32)
 //go:noescape
 func gemmQ8_0x8AVX2(w *byte, x *int8, d *float32, s *int32, nb int, xstride int, y *float32, ystride int)
 
+//go:noescape
+func gemvQ4Kx8VNNI(w *byte, x *int8, d *float32, s *int32, nb int, y *float32)
+
+//go:noescape
+func gemvQ4Kx8AVX2(w *byte, x *int8, d *float32, s *int32, nb int, y *float32)
+
+//go:noescape
+func gemvQ6Kx8VNNI(w *byte, x *int8, d *float32, s *int32, nb int, y *float32)
+
+//go:noescape
+func gemvQ6Kx8AVX2(w *byte, x *int8, d *float32, s *int32, nb int, y *float32)
+
 type gemvFunc func(w *byte, x *int8, d *float32, s *int32, nb int, y *float32)
 type gemmFunc func(w *byte, x *int8, d *float32, s *int32, nb int, xstride int, y *float32, ystride int)
 
@@ -65,6 +77,24 @@ func usePackedISA(vnni bool) {
 	if vnni {
 		asm[Q4_0] = [2]any{gemvFunc(gemvQ4_0x8VNNI), gemmFunc(gemmQ4_0x8VNNI)}
 		asm[Q8_0] = [2]any{gemvFunc(gemvQ8_0x8VNNI), gemmFunc(gemmQ8_0x8VNNI)}
+	}
+	kquants := map[DType]gemvFunc{Q4_K: gemvQ4Kx8AVX2, Q6_K: gemvQ6Kx8AVX2}
+	if vnni {
+		kquants = map[DType]gemvFunc{Q4_K: gemvQ4Kx8VNNI, Q6_K: gemvQ6Kx8VNNI}
+	}
+	for t, gemv := range kquants {
+		kernel := func(w []byte, a *Acts, r int, y []float32) {
+			nb := a.Cols / QK
+			gemv(unsafe.SliceData(w), &a.Q[r*a.Cols], &a.D[r*nb], &a.Sum[r*a.Cols/16], nb, unsafe.SliceData(y[:packRows]))
+		}
+		packedKernels[t] = packedKernel{
+			gemv: kernel,
+			gemm4: func(w []byte, a *Acts, r int, y []float32, ystride int) {
+				for i := 0; i < 4; i++ {
+					kernel(w, a, r+i, y[i*ystride:])
+				}
+			},
+		}
 	}
 	for t, fs := range asm {
 		gemv, gemm := fs[0].(gemvFunc), fs[1].(gemmFunc)
