@@ -1,7 +1,9 @@
 package main
 
 import (
+	"context"
 	"fmt"
+	"os"
 	"strconv"
 	"strings"
 
@@ -14,6 +16,7 @@ import (
 // same meaning everywhere (the operator builds them for `moe serve`).
 type engineFlags struct {
 	model          string
+	modelCache     string
 	threads        int
 	tensorParallel int
 	ctxSize        int
@@ -22,7 +25,8 @@ type engineFlags struct {
 }
 
 func (e *engineFlags) register(f *pflag.FlagSet) {
-	f.StringVar(&e.model, "model", "", "model file (GGUF)")
+	f.StringVar(&e.model, "model", "", "the model: a GGUF file, a Hugging Face checkpoint directory, or a URI (hf://org/repo[@rev][/file], https://…, pvc://claim/path, file:///path); remote ones are pulled into --model-cache first unless already there")
+	f.StringVar(&e.modelCache, "model-cache", "", "where remote models are cached (default $MOE_MODEL_CACHE or ${XDG_CACHE_HOME:-~/.cache}/moe/models)")
 	f.IntVar(&e.threads, "threads", 0, "compute threads (0: all CPUs)")
 	f.IntVar(&e.tensorParallel, "tensor-parallel", 1, "tensor-parallel shards")
 	f.IntVar(&e.ctxSize, "ctx-size", 0, "maximum sequence length (0: the model's context length)")
@@ -34,7 +38,13 @@ func (e *engineFlags) open() (*model.Model, error) {
 	if e.model == "" {
 		return nil, fmt.Errorf("--model is required")
 	}
-	return model.Open(e.model, model.LoadOptions{Threads: e.threads, TensorParallel: e.tensorParallel, Quantization: e.quantization, ExpertParallel: e.expertParallel})
+	path, err := resolveModel(context.Background(), e.model, e.modelCache, os.Stderr)
+	if err != nil {
+		return nil, err
+	}
+	opts := model.LoadOptions{Threads: e.threads, TensorParallel: e.tensorParallel, Quantization: e.quantization, ExpertParallel: e.expertParallel}
+	opts.Progress = quantizeProgress(os.Stderr, e.quantization)
+	return model.Open(path, opts)
 }
 
 // parseTokens parses "1,2,3" (spaces allowed).

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/moe-operator/moe-operator/engine/model"
+	"github.com/moe-operator/moe-operator/engine/source/sourcetest"
 )
 
 // TestMain doubles as a puller process for the tests that need real,
@@ -36,10 +37,10 @@ func TestMain(m *testing.M) {
 }
 
 // pullProcess starts a separate process that pulls uri into dest.
-func pullProcess(t *testing.T, hub *testHub, uri, dest string) (*exec.Cmd, *bytes.Buffer) {
+func pullProcess(t *testing.T, hub *sourcetest.Hub, uri, dest string) (*exec.Cmd, *bytes.Buffer) {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), "MOE_SOURCE_TEST_PULL="+uri, "MOE_SOURCE_TEST_DEST="+dest, "HF_ENDPOINT="+hub.endpoint(), "HF_TOKEN="+hub.token)
+	cmd.Env = append(os.Environ(), "MOE_SOURCE_TEST_PULL="+uri, "MOE_SOURCE_TEST_DEST="+dest, "HF_ENDPOINT="+hub.URL(), "HF_TOKEN="+hub.Token)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
@@ -72,8 +73,8 @@ func (r *recorder) kinds(kind string) []Event {
 	return out
 }
 
-func hubOptions(h *testHub, dest string, rec *recorder) Options {
-	o := Options{Dest: dest, Endpoint: h.endpoint(), Token: h.token, Backoff: time.Millisecond, Retries: 3, ProgressInterval: 10 * time.Millisecond}
+func hubOptions(h *sourcetest.Hub, dest string, rec *recorder) Options {
+	o := Options{Dest: dest, Endpoint: h.URL(), Token: h.Token, Backoff: time.Millisecond, Retries: 3, ProgressInterval: 10 * time.Millisecond}
 	if rec != nil {
 		o.Report = rec.report
 	}
@@ -96,9 +97,9 @@ func sameFiles(t *testing.T, repoDir, pulled string) {
 
 func TestFullPullFromTheHub(t *testing.T) {
 	repoDir := generatedRepo(t)
-	hub := newTestHub(t)
-	hub.token = "hf_test"
-	hub.addRepo("mistralai/Tiny-MoE", repoDir, map[string][]byte{
+	hub := newHub(t)
+	hub.Token = "hf_test"
+	hub.AddRepo("mistralai/Tiny-MoE", repoDir, map[string][]byte{
 		"consolidated.safetensors": []byte("Mistral's own layout: must not be downloaded"),
 		"README.md":                []byte("# card"),
 		"original/params.json":     []byte("{}"),
@@ -122,7 +123,7 @@ func TestFullPullFromTheHub(t *testing.T) {
 		t.Errorf("downloaded %d of %d (reused %d, resumed %d)", res.Downloaded, res.Total, res.Reused, res.Resumed)
 	}
 	// The token goes to the Hub and never to the CDN it redirects to.
-	for _, r := range hub.requests() {
+	for _, r := range hub.Requests() {
 		if r.Server == "cdn" && r.Auth != "" || r.Server == "hub" && r.Auth != "Bearer hf_test" {
 			t.Errorf("%s %s carried Authorization %q", r.Server, r.Path, r.Auth)
 		}
@@ -139,7 +140,7 @@ func TestFullPullFromTheHub(t *testing.T) {
 	m.Close()
 
 	// Pulling again transfers nothing: only the file list is fetched.
-	before := len(hub.requests())
+	before := len(hub.Requests())
 	again, err := Fetch(context.Background(), "hf://mistralai/Tiny-MoE", hubOptions(hub, dest, nil))
 	if err != nil {
 		t.Fatal(err)
@@ -147,14 +148,14 @@ func TestFullPullFromTheHub(t *testing.T) {
 	if again.Downloaded != 0 || again.Reused != again.Total {
 		t.Errorf("second pull downloaded %d, reused %d of %d", again.Downloaded, again.Reused, again.Total)
 	}
-	if n := len(hub.requests()) - before; n != 1 {
+	if n := len(hub.Requests()) - before; n != 1 {
 		t.Errorf("second pull made %d requests, want 1 (the file list)", n)
 	}
 	// And a server starting from the cache needs no network at all.
-	before = len(hub.requests())
+	before = len(hub.Requests())
 	off, err := Cached("hf://mistralai/Tiny-MoE", Options{Dest: dest})
-	if err != nil || off.Path != res.Path || len(hub.requests()) != before {
-		t.Errorf("offline resolve: %v, path %v, %d requests", err, off, len(hub.requests())-before)
+	if err != nil || off.Path != res.Path || len(hub.Requests()) != before {
+		t.Errorf("offline resolve: %v, path %v, %d requests", err, off, len(hub.Requests())-before)
 	}
 	if _, err := Cached("hf://mistralai/Other", Options{Dest: dest}); !errors.Is(err, ErrNotFound) || !strings.Contains(err.Error(), "moe pull") {
 		t.Errorf("uncached model: %v", err)
@@ -163,19 +164,19 @@ func TestFullPullFromTheHub(t *testing.T) {
 
 func TestAPullKilledHalfwayResumes(t *testing.T) {
 	repoDir := generatedRepo(t)
-	hub := newTestHub(t)
-	hub.addRepo("mistralai/Tiny-MoE", repoDir, nil)
+	hub := newHub(t)
+	hub.AddRepo("mistralai/Tiny-MoE", repoDir, nil)
 	dest := t.TempDir()
 	shards, _ := filepath.Glob(filepath.Join(repoDir, "model-*.safetensors"))
 	big := filepath.Base(shards[0])
 	st, _ := os.Stat(shards[0])
 	half := st.Size() / 2
-	f := &fault{times: 1, pauseAt: half, release: make(chan struct{}), reached: make(chan struct{})}
-	hub.setFault(big, f)
+	f := &sourcetest.Fault{Times: 1, PauseAt: half, Release: make(chan struct{}), Reached: make(chan struct{})}
+	hub.SetFault(big, f)
 
 	cmd, out := pullProcess(t, hub, "hf://mistralai/Tiny-MoE", dest)
 	select {
-	case <-f.reached:
+	case <-f.Reached:
 	case <-time.After(30 * time.Second):
 		cmd.Process.Kill()
 		t.Fatalf("the pull never reached the middle of %s: %s", big, out)
@@ -194,7 +195,7 @@ func TestAPullKilledHalfwayResumes(t *testing.T) {
 	}
 	cmd.Process.Signal(syscall.SIGKILL)
 	cmd.Wait()
-	close(f.release)
+	close(f.Release)
 
 	rec := &recorder{}
 	res, err := Fetch(context.Background(), "hf://mistralai/Tiny-MoE", hubOptions(hub, dest, rec))
@@ -225,7 +226,7 @@ func TestAPullKilledHalfwayResumes(t *testing.T) {
 		t.Errorf("totals: downloaded %d + resumed %d + reused %d != %d", res.Downloaded, res.Resumed, res.Reused, res.Total)
 	}
 	var ranged bool
-	for _, r := range hub.requests() {
+	for _, r := range hub.Requests() {
 		if r.File == big && r.Range == fmt.Sprintf("bytes=%d-", half) {
 			ranged = true
 		}
@@ -239,11 +240,11 @@ func TestAPullKilledHalfwayResumes(t *testing.T) {
 
 func TestChecksumMismatchIsRefused(t *testing.T) {
 	repoDir := generatedRepo(t)
-	hub := newTestHub(t)
-	hub.addRepo("mistralai/Tiny-MoE", repoDir, nil)
+	hub := newHub(t)
+	hub.AddRepo("mistralai/Tiny-MoE", repoDir, nil)
 	shards, _ := filepath.Glob(filepath.Join(repoDir, "model-*.safetensors"))
 	bad := filepath.Base(shards[1])
-	hub.setFault(bad, &fault{times: -1, corrupt: true})
+	hub.SetFault(bad, &sourcetest.Fault{Times: -1, Corrupt: true})
 	dest := t.TempDir()
 	_, err := Fetch(context.Background(), "hf://mistralai/Tiny-MoE", hubOptions(hub, dest, nil))
 	if !errors.Is(err, ErrChecksum) || ExitCode(err) != ExitChecksum || !strings.Contains(err.Error(), "sha256") || !strings.Contains(err.Error(), bad) {
@@ -265,18 +266,18 @@ func TestHTTPFailuresSayWhatToDo(t *testing.T) {
 	repoDir := generatedRepo(t)
 	tests := []struct {
 		name     string
-		setup    func(h *testHub)
+		setup    func(h *sourcetest.Hub)
 		uri      string
 		token    string
 		kind     error
 		want     []string
 		requests int // Hub requests before giving up (-1: not checked)
 	}{
-		{"401 without a token", func(h *testHub) { h.token = "secret" }, "hf://mistralai/Tiny-MoE", "", ErrAuth,
+		{"401 without a token", func(h *sourcetest.Hub) { h.Token = "secret" }, "hf://mistralai/Tiny-MoE", "", ErrAuth,
 			[]string{"401 Unauthorized", "set HF_TOKEN", "spec.model.tokenSecretRef"}, 1},
-		{"401 with a bad token", func(h *testHub) { h.token = "secret" }, "hf://mistralai/Tiny-MoE", "wrong", ErrAuth,
+		{"401 with a bad token", func(h *sourcetest.Hub) { h.Token = "secret" }, "hf://mistralai/Tiny-MoE", "wrong", ErrAuth,
 			[]string{"401 Unauthorized", "rejected"}, 1},
-		{"403 gated repository", func(h *testHub) { h.repos["mistralai/Tiny-MoE"].gated = true }, "hf://mistralai/Tiny-MoE", "tok", ErrAuth,
+		{"403 gated repository", func(h *sourcetest.Hub) { h.AddRepo("mistralai/Tiny-MoE", repoDir, nil).Gated = true }, "hf://mistralai/Tiny-MoE", "tok", ErrAuth,
 			[]string{"403 Forbidden", "gated", "accept its conditions"}, 1},
 		{"404 repository", nil, "hf://mistralai/Nope", "", ErrNotFound,
 			[]string{"404 Not Found", "repository mistralai/Nope was not found"}, 1},
@@ -284,17 +285,17 @@ func TestHTTPFailuresSayWhatToDo(t *testing.T) {
 			[]string{"404 Not Found", `revision "v9"`}, 1},
 		{"file not in the repository", nil, "hf://mistralai/Tiny-MoE/nope.gguf", "", ErrNotFound,
 			[]string{"has no file nope.gguf"}, 1},
-		{"404 on a download", func(h *testHub) { h.setFault("config.json", &fault{times: -1, status: 404}) }, "hf://mistralai/Tiny-MoE", "", ErrNotFound,
+		{"404 on a download", func(h *sourcetest.Hub) { h.SetFault("config.json", &sourcetest.Fault{Times: -1, Status: 404}) }, "hf://mistralai/Tiny-MoE", "", ErrNotFound,
 			[]string{"config.json", "404 Not Found"}, 2},
-		{"5xx on the API, retried, then failing", func(h *testHub) { h.setFault("api", &fault{times: -1, status: 503}) }, "hf://mistralai/Tiny-MoE", "", ErrUnavailable,
+		{"5xx on the API, retried, then failing", func(h *sourcetest.Hub) { h.SetFault("api", &sourcetest.Fault{Times: -1, Status: 503}) }, "hf://mistralai/Tiny-MoE", "", ErrUnavailable,
 			[]string{"503 Service Unavailable", "try again later"}, 4},
-		{"5xx on a file, retried, then failing", func(h *testHub) { h.setFault("tokenizer.json", &fault{times: -1, status: 500}) }, "hf://mistralai/Tiny-MoE", "", ErrUnavailable,
+		{"5xx on a file, retried, then failing", func(h *sourcetest.Hub) { h.SetFault("tokenizer.json", &sourcetest.Fault{Times: -1, Status: 500}) }, "hf://mistralai/Tiny-MoE", "", ErrUnavailable,
 			[]string{"tokenizer.json", "500 Internal Server Error", "4 attempts"}, -1},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			hub := newTestHub(t)
-			hub.addRepo("mistralai/Tiny-MoE", repoDir, nil)
+			hub := newHub(t)
+			hub.AddRepo("mistralai/Tiny-MoE", repoDir, nil)
 			if tt.setup != nil {
 				tt.setup(hub)
 			}
@@ -310,7 +311,7 @@ func TestHTTPFailuresSayWhatToDo(t *testing.T) {
 				}
 			}
 			var hubReqs int
-			for _, r := range hub.requests() {
+			for _, r := range hub.Requests() {
 				if r.Server == "hub" && (strings.HasPrefix(r.Path, "/api/") || r.File == "config.json") {
 					hubReqs++
 				}
@@ -318,8 +319,8 @@ func TestHTTPFailuresSayWhatToDo(t *testing.T) {
 			if tt.requests >= 0 && hubReqs != tt.requests {
 				t.Errorf("%d requests, want %d", hubReqs, tt.requests)
 			}
-			if tt.name == "5xx on a file, retried, then failing" && hub.gets("tokenizer.json") != 4 {
-				t.Errorf("tokenizer.json requested %d times, want 4 (1 + 3 retries)", hub.gets("tokenizer.json"))
+			if tt.name == "5xx on a file, retried, then failing" && hub.Gets("tokenizer.json") != 4 {
+				t.Errorf("tokenizer.json requested %d times, want 4 (1 + 3 retries)", hub.Gets("tokenizer.json"))
 			}
 			t.Log(err)
 		})
@@ -328,14 +329,14 @@ func TestHTTPFailuresSayWhatToDo(t *testing.T) {
 
 func TestTransientFailuresAreRetried(t *testing.T) {
 	repoDir := generatedRepo(t)
-	hub := newTestHub(t)
-	hub.addRepo("mistralai/Tiny-MoE", repoDir, nil)
+	hub := newHub(t)
+	hub.AddRepo("mistralai/Tiny-MoE", repoDir, nil)
 	shards, _ := filepath.Glob(filepath.Join(repoDir, "model-*.safetensors"))
 	reset := filepath.Base(shards[0])
 	st, _ := os.Stat(shards[0])
-	hub.setFault("api", &fault{times: 1, status: 502})
-	hub.setFault("config.json", &fault{times: 2, status: 503})
-	hub.setFault(reset, &fault{times: 2, resetAfter: st.Size() / 3})
+	hub.SetFault("api", &sourcetest.Fault{Times: 1, Status: 502})
+	hub.SetFault("config.json", &sourcetest.Fault{Times: 2, Status: 503})
+	hub.SetFault(reset, &sourcetest.Fault{Times: 2, ResetAfter: st.Size() / 3})
 	rec := &recorder{}
 	res, err := Fetch(context.Background(), "hf://mistralai/Tiny-MoE", hubOptions(hub, t.TempDir(), rec))
 	if err != nil {
@@ -347,7 +348,7 @@ func TestTransientFailuresAreRetried(t *testing.T) {
 	}
 	// A reset connection resumes from where it broke, not from zero.
 	var resumedFrom []string
-	for _, r := range hub.requests() {
+	for _, r := range hub.Requests() {
 		if r.File == reset && r.Server == "cdn" {
 			resumedFrom = append(resumedFrom, r.Range)
 		}
@@ -362,11 +363,11 @@ func TestTransientFailuresAreRetried(t *testing.T) {
 
 func TestConcurrentPullersShareOneCache(t *testing.T) {
 	repoDir := generatedRepo(t)
-	hub := newTestHub(t)
-	hub.addRepo("mistralai/Tiny-MoE", repoDir, nil)
+	hub := newHub(t)
+	hub.AddRepo("mistralai/Tiny-MoE", repoDir, nil)
 	shards, _ := filepath.Glob(filepath.Join(repoDir, "model-*.safetensors"))
 	for _, s := range shards { // slow enough that the pullers overlap
-		hub.setFault(filepath.Base(s), &fault{times: -1, slow: 2 * time.Millisecond})
+		hub.SetFault(filepath.Base(s), &sourcetest.Fault{Times: -1, Slow: 2 * time.Millisecond})
 	}
 	dest := t.TempDir()
 	const n = 4
@@ -395,7 +396,7 @@ func TestConcurrentPullersShareOneCache(t *testing.T) {
 	for _, e := range entries {
 		st, _ := os.Stat(e)
 		total += st.Size()
-		if g := hub.gets(filepath.Base(e)); g != 1 {
+		if g := hub.Gets(filepath.Base(e)); g != 1 {
 			t.Errorf("%s was fetched %d times", filepath.Base(e), g)
 		}
 	}
@@ -410,10 +411,10 @@ func TestConcurrentPullersShareOneCache(t *testing.T) {
 }
 
 func TestGGUFRepositoriesAndPlainURLs(t *testing.T) {
-	hub := newTestHub(t)
+	hub := newHub(t)
 	ggufBytes := append([]byte("GGUF"), bytes.Repeat([]byte{7}, 5000)...)
-	hub.addRepo("org/one-gguf", t.TempDir(), map[string][]byte{"model-Q4_0.gguf": ggufBytes, "README.md": []byte("x")})
-	hub.addRepo("org/many-gguf", t.TempDir(), map[string][]byte{"m-Q4_0.gguf": ggufBytes, "m-Q8_0.gguf": ggufBytes})
+	hub.AddRepo("org/one-gguf", t.TempDir(), map[string][]byte{"model-Q4_0.gguf": ggufBytes, "README.md": []byte("x")})
+	hub.AddRepo("org/many-gguf", t.TempDir(), map[string][]byte{"m-Q4_0.gguf": ggufBytes, "m-Q8_0.gguf": ggufBytes})
 	dest := t.TempDir()
 	res, err := Fetch(context.Background(), "hf://org/one-gguf", hubOptions(hub, dest, nil))
 	if err != nil {
@@ -432,8 +433,8 @@ func TestGGUFRepositoriesAndPlainURLs(t *testing.T) {
 
 	// A plain URL, with and without a checksum; the CDN endpoint stands in
 	// for any HTTP server.
-	sum := sha256Hex(ggufBytes)
-	url := hub.cdn.URL + "/blobs/" + sum + "?name=org/one-gguf/model-Q4_0.gguf"
+	sum := sourcetest.SHA256Hex(ggufBytes)
+	url := hub.CDNURL() + "/blobs/" + sum + "?name=org/one-gguf/model-Q4_0.gguf"
 	res, err = Fetch(context.Background(), url+"#sha256="+sum, hubOptions(hub, dest, nil))
 	if err != nil {
 		t.Fatal(err)
