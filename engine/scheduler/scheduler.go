@@ -79,7 +79,9 @@ type Config struct {
 	// max(2048, MaxNumSeqs)). It must be at least MaxNumSeqs, so every
 	// running sequence decodes in every step.
 	MaxBatchedTokens int
-	// MaxQueue bounds the requests waiting to start (default 1024).
+	// MaxQueue bounds the requests waiting to start (default 1024). A
+	// burst that free running slots will take at the next step does not
+	// count against it.
 	MaxQueue int
 	// KVCacheTokens is the number of positions the paged KV cache holds
 	// (default: DefaultKVCacheTokens).
@@ -181,6 +183,7 @@ type Scheduler struct {
 	mu       sync.Mutex
 	incoming []*sequence
 	queued   int  // new requests submitted and not yet running
+	runningN int  // len(running), as of the loop's last change
 	draining bool // no new requests
 	idle     chan struct{}
 	wake     chan struct{}
@@ -291,7 +294,7 @@ func (s *Scheduler) SubmitAll(ctx context.Context, rs []Request) ([]*Stream, err
 	case s.draining:
 		s.mu.Unlock()
 		return nil, ErrDraining
-	case s.queued+len(rs) > s.cfg.MaxQueue:
+	case s.queued+len(rs) > s.cfg.MaxQueue+max(0, s.cfg.MaxNumSeqs-s.runningN):
 		s.mu.Unlock()
 		return nil, ErrQueueFull
 	}
@@ -522,6 +525,7 @@ func (s *Scheduler) schedule() bool {
 		budget -= n
 	}
 	if preempted {
+		s.syncRunning()
 		return s.batch.Len() > 0
 	}
 
@@ -561,7 +565,15 @@ func (s *Scheduler) schedule() bool {
 		s.add(q, n)
 		budget -= n
 	}
+	s.syncRunning()
 	return s.batch.Len() > 0
+}
+
+// syncRunning tells Submit how many sequences run.
+func (s *Scheduler) syncRunning() {
+	s.mu.Lock()
+	s.runningN = len(s.running)
+	s.mu.Unlock()
 }
 
 // add puts the next n uncomputed tokens of q in the batch.
@@ -693,6 +705,7 @@ func (s *Scheduler) compact() {
 	}
 	clear(s.running[k:])
 	s.running = s.running[:k]
+	s.syncRunning()
 }
 
 // reapCancelled ends the requests whose context is done.
@@ -733,6 +746,7 @@ func (s *Scheduler) abortAll() {
 	}
 	clear(s.running)
 	s.running = s.running[:0]
+	s.syncRunning()
 	for _, q := range s.waiting {
 		s.dequeue(q)
 		s.finish(q, FinishAbort, "", ErrAborted)

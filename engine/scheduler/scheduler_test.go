@@ -255,6 +255,19 @@ func TestAFullQueueRefusesRequests(t *testing.T) {
 	}
 }
 
+func TestABurstThatFreeSlotsTakeIsNotRefused(t *testing.T) {
+	s := newScheduler(t, scheduler.Config{MaxNumSeqs: 2, MaxQueue: 1})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	long := scheduler.Request{Prompt: prompt(1, 8), MaxTokens: 400, IgnoreEOS: true}
+	if _, err := s.SubmitAll(ctx, []scheduler.Request{long, long, long}); err != nil {
+		t.Fatalf("two free slots and a queue of one: %v", err)
+	}
+	if _, err := s.Submit(ctx, long); !errors.Is(err, scheduler.ErrQueueFull) {
+		t.Fatalf("a fourth request: %v, want ErrQueueFull", err)
+	}
+}
+
 func TestRequestsThatCannotRunAreRefused(t *testing.T) {
 	s := newScheduler(t, scheduler.Config{Context: 128, KVCacheTokens: 96})
 	tests := []struct {
