@@ -84,8 +84,17 @@ $(REFERENCE_STAMP): test/reference/package.json test/reference/package-lock.json
 .PHONY: reference
 reference: $(REFERENCE_STAMP) ## Install the npm packages the engine's parity tests use.
 
+# The server's API test runs the official openai npm client pinned in test/openai.
+OPENAI_CLIENT_STAMP := test/openai/node_modules/.package-lock.json
+$(OPENAI_CLIENT_STAMP): test/openai/package.json test/openai/package-lock.json
+	cd test/openai && npm ci --no-audit --no-fund --ignore-scripts
+	touch $@
+
+.PHONY: openai-client
+openai-client: $(OPENAI_CLIENT_STAMP) ## Install the openai npm client the server's API test uses.
+
 .PHONY: test
-test: reference ## Run the tests (envtest control plane included) for TEST_PKGS (default ./...).
+test: reference openai-client ## Run the tests (envtest control plane included) for TEST_PKGS (default ./...).
 	assets="$$(hack/setup-envtest.sh)"; \
 	KUBEBUILDER_ASSETS="$$assets" MOE_REQUIRE_ENVTEST=1 go test $(TEST_FLAGS) $(TEST_PKGS)
 
