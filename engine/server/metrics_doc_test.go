@@ -19,7 +19,7 @@ func TestDocsMetricsListsExactlyTheMetricsServed(t *testing.T) {
 		t.Fatal(err)
 	}
 	documented := map[string]bool{}
-	for _, m := range regexp.MustCompile("(?m)^\\| `(vllm:[a-z_]+)` \\|").FindAllSubmatch(doc, -1) {
+	for _, m := range regexp.MustCompile("(?m)^\\| `(vllm:[a-z0-9_]+)` \\|").FindAllSubmatch(doc, -1) {
 		documented[string(m[1])] = true
 	}
 	m := newMetrics("x", func() (scheduler.Stats, bool) { return scheduler.Stats{}, false })
