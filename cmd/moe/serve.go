@@ -85,7 +85,7 @@ flight get --shutdown-grace to finish before the process exits 0.`,
 	f.IntVar(&port, "port", 8000, "port to listen on (0: any free port, logged)")
 	f.StringVar(&name, "served-model-name", "", `the model's name in the API (default: the --model value)`)
 	f.IntVar(&sc.MaxNumSeqs, "max-num-seqs", 256, "sequences batched at once")
-	f.IntVar(&sc.MaxBatchedTokens, "max-batched-tokens", 0, "token budget of one step, decodes and prefill chunks together (0: max(2048, --max-num-seqs))")
+	f.IntVar(&sc.MaxBatchedTokens, "max-batched-tokens", 0, "token budget of one step, decodes and prefill chunks together (0: max(512, --max-num-seqs))")
 	f.IntVar(&sc.KVCacheTokens, "kv-cache-tokens", 0, "positions in the paged KV cache (0: --max-num-seqs full contexts, at most 2 GiB)")
 	f.IntVar(&sc.MaxQueue, "max-queue", 1024, "requests that may wait to start; past it, 429")
 	f.StringVar(&apiKey, "api-key", "", `require "Authorization: Bearer KEY" on /v1/ paths`)

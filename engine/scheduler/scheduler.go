@@ -71,13 +71,21 @@ var (
 // MaxTopLogprobs bounds Request.TopLogprobs.
 const MaxTopLogprobs = 20
 
+// DefaultMaxBatchedTokens is the default step budget. It keeps a step
+// short on CPUs, so a newcomer's prefill delays the running sequences'
+// next tokens little, while prefill chunks stay large enough for the
+// batched matrix kernels.
+const DefaultMaxBatchedTokens = 512
+
 // Config tunes a Scheduler. Zero fields take the defaults given.
 type Config struct {
 	// MaxNumSeqs bounds the sequences running at once (default 256).
 	MaxNumSeqs int
 	// MaxBatchedTokens is the token budget of one step (default
-	// max(2048, MaxNumSeqs)). It must be at least MaxNumSeqs, so every
-	// running sequence decodes in every step.
+	// max(DefaultMaxBatchedTokens, MaxNumSeqs)). It must be at least
+	// MaxNumSeqs, so every running sequence decodes in every step. It also
+	// bounds how long one step, and so every running sequence's next
+	// token, can be delayed by a newcomer's prefill.
 	MaxBatchedTokens int
 	// MaxQueue bounds the requests waiting to start (default 1024). A
 	// burst that free running slots will take at the next step does not
@@ -213,7 +221,7 @@ func New(m *model.Model, cfg Config) (*Scheduler, error) {
 		cfg.MaxNumSeqs = 256
 	}
 	if cfg.MaxBatchedTokens <= 0 {
-		cfg.MaxBatchedTokens = max(2048, cfg.MaxNumSeqs)
+		cfg.MaxBatchedTokens = max(DefaultMaxBatchedTokens, cfg.MaxNumSeqs)
 	}
 	if cfg.MaxBatchedTokens < cfg.MaxNumSeqs {
 		return nil, fmt.Errorf("scheduler: max batched tokens (%d) must be at least max num seqs (%d)", cfg.MaxBatchedTokens, cfg.MaxNumSeqs)
