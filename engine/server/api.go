@@ -166,6 +166,10 @@ type Stop []string
 
 // UnmarshalJSON accepts a string, a list of strings, or null.
 func (s *Stop) UnmarshalJSON(b []byte) error {
+	if string(bytes.TrimSpace(b)) == "null" {
+		*s = nil
+		return nil
+	}
 	var one string
 	if json.Unmarshal(b, &one) == nil {
 		*s = Stop{one}

@@ -172,9 +172,8 @@ func (s *Server) authenticate(r *http.Request) *apiError {
 	if s.opts.APIKey == "" {
 		return nil
 	}
-	auth := r.Header.Get("Authorization")
-	key, ok := strings.CutPrefix(auth, "Bearer ")
-	if !ok || key == "" {
+	scheme, key, _ := strings.Cut(r.Header.Get("Authorization"), " ")
+	if !strings.EqualFold(scheme, "Bearer") || strings.TrimSpace(key) == "" {
 		return &apiError{Status: http.StatusUnauthorized, Type: typeAuthentication, Code: "missing_api_key",
 			Message: "missing API key: send it as \"Authorization: Bearer KEY\""}
 	}
