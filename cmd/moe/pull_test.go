@@ -205,3 +205,21 @@ func TestEngineCommandsOpenURIsThroughTheCache(t *testing.T) {
 		}
 	}
 }
+
+func TestProgressBarRendering(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	o := &pullOutput{mode: "bar", stdout: &stdout, stderr: &stderr, uri: "hf://org/m"}
+	o.report(source.Event{Event: "progress", Bytes: 1_500_000_000, Total: 3_000_000_000, Rate: 50e6, ETA: 30, Files: 2, FilesTotal: 5})
+	o.report(source.Event{Event: "retry", File: "model-00002-of-00004.safetensors", Wait: 2, Attempt: 1, Error: "HTTP 503"})
+	o.finish(&source.Result{Path: "/cache/m", Total: 3e9, Downloaded: 3e9}, nil)
+	got := stderr.String()
+	for _, want := range []string{"[===============>              ]  50% 1.50 GB/3.00 GB 50.0 MB/s ETA 30s (2/5 files)",
+		"retrying model-00002-of-00004.safetensors in 2.0s (attempt 1): HTTP 503", "3.00 GB downloaded"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("stderr %q lacks %q", got, want)
+		}
+	}
+	if stdout.String() != "/cache/m\n" {
+		t.Errorf("stdout %q, want the path", stdout.String())
+	}
+}

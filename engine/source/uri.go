@@ -18,6 +18,11 @@ import (
 // PVCMountRoot/<claim>, read-only.
 const PVCMountRoot = "/models/pvc"
 
+// CacheMountPath is where a pod mounts the model cache volume (the
+// operator's spec.model.cache claim): `moe pull --dest CacheMountPath` fills
+// it, and `moe serve --model-cache CacheMountPath` reads it.
+const CacheMountPath = "/models/cache"
+
 // URI is a parsed model location.
 type URI struct {
 	// Scheme is "hf", "https", "http", "pvc" or "file"; "" for a plain
