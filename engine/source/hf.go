@@ -104,7 +104,9 @@ var hfSideFiles = map[string]bool{
 	"tokenizer_config.json": true, "special_tokens_map.json": true, "model.safetensors.index.json": true,
 }
 
-// selectHFFiles picks what to download: the file the URI names; else, for
+// selectHFFiles picks what to download: the file the URI names (with, for
+// a .safetensors file or an index, the config and tokenizer files beside it
+// and the index's shards); else, for
 // a safetensors repository, the top-level model*.safetensors files (not
 // Mistral's consolidated*.safetensors, which duplicate them in another
 // layout) and the JSON files beside them; else the repository's only .gguf
@@ -136,9 +138,25 @@ func selectHFFiles(u URI, info *hfModelInfo, endpoint string) ([]fileSpec, strin
 	}
 	if u.File != "" {
 		for _, s := range ok {
-			if s.Name == u.File {
-				return []fileSpec{spec(s)}, s.Name, nil
+			if s.Name != u.File {
+				continue
 			}
+			specs := []fileSpec{spec(s)}
+			// A checkpoint file needs the files beside it: its config and
+			// tokenizer and, for an index, every shard.
+			if dir := path.Dir(s.Name); strings.HasSuffix(s.Name, ".safetensors") || strings.HasSuffix(s.Name, ".safetensors.index.json") {
+				for _, o := range ok {
+					if o.Name == s.Name || path.Dir(o.Name) != dir {
+						continue
+					}
+					base := path.Base(o.Name)
+					shard := strings.HasSuffix(s.Name, ".json") && strings.HasSuffix(base, ".safetensors") && !strings.HasPrefix(base, "consolidated")
+					if hfSideFiles[base] && base != "model.safetensors.index.json" || shard {
+						specs = append(specs, spec(o))
+					}
+				}
+			}
+			return specs, s.Name, nil
 		}
 		return nil, "", &Error{Kind: ErrNotFound, URI: u.String(),
 			Msg: fmt.Sprintf("%s has no file %s at %s", u.Repo, u.File, u.Revision)}

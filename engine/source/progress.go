@@ -18,6 +18,7 @@ import (
 //	resume    a file continues from a partial download of Resumed bytes
 //	wait      another process holds the file's lock; this one waits for it
 //	retry     an attempt failed and will be retried after Wait seconds
+//	offline   the Hub is unreachable; a complete earlier pull is used (Error says why)
 //	done      everything is in place at Path
 //	error     the pull failed (printed by `moe pull`, with Code)
 type Event struct {

@@ -221,6 +221,19 @@ func Fetch(ctx context.Context, uri string, opts Options) (*Result, error) {
 	switch u.Scheme {
 	case "hf":
 		info, err := p.listHF(ctx)
+		if errors.Is(err, ErrUnavailable) && ctx.Err() == nil {
+			// The Hub is unreachable, but an earlier pull may have completed:
+			// a warm cache must not depend on the Hub being up.
+			if res, cerr := cached(u, dir); cerr == nil {
+				if opts.Report != nil {
+					opts.Report(Event{Time: time.Now().UTC(), Event: "offline", URI: uri, Bytes: res.Total, Total: res.Total, Reused: res.Total,
+						Files: len(res.Files), FilesTotal: len(res.Files), Error: err.Error(),
+						Msg: fmt.Sprintf("the Hub is unreachable; using the complete copy pulled earlier (commit %s)", res.Commit)})
+				}
+				res.Elapsed = time.Since(start)
+				return res, nil
+			}
+		}
 		if err != nil {
 			return nil, err
 		}

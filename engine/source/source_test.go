@@ -523,3 +523,49 @@ func TestParse(t *testing.T) {
 		t.Errorf("cache dir %s", got)
 	}
 }
+
+func TestNamedCheckpointFilesBringTheirConfigAndShards(t *testing.T) {
+	repoDir := generatedRepo(t)
+	hub := newHub(t)
+	hub.AddRepo("mistralai/Tiny-MoE", repoDir, map[string][]byte{"README.md": []byte("x")})
+	res, err := Fetch(context.Background(), "hf://mistralai/Tiny-MoE/model.safetensors.index.json", hubOptions(hub, t.TempDir(), nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameFiles(t, repoDir, filepath.Dir(res.Path))
+	if filepath.Base(res.Path) != "model.safetensors.index.json" || len(res.Files) != 7 {
+		t.Errorf("path %s, %d files", res.Path, len(res.Files))
+	}
+	m, err := model.Open(res.Path, model.LoadOptions{Threads: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Close()
+}
+
+func TestAWarmCacheSurvivesAnUnreachableHub(t *testing.T) {
+	repoDir := generatedRepo(t)
+	hub := newHub(t)
+	hub.AddRepo("mistralai/Tiny-MoE", repoDir, nil)
+	dest := t.TempDir()
+	first, err := Fetch(context.Background(), "hf://mistralai/Tiny-MoE", hubOptions(hub, dest, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	hub.SetFault("api", &sourcetest.Fault{Times: -1, Status: 503})
+	rec := &recorder{}
+	res, err := Fetch(context.Background(), "hf://mistralai/Tiny-MoE", hubOptions(hub, dest, rec))
+	if err != nil || res.Path != first.Path || res.Reused != res.Total {
+		t.Fatalf("warm cache with the Hub down: %v", err)
+	}
+	if ev := rec.kinds("offline"); len(ev) != 1 || !strings.Contains(ev[0].Error, "503") {
+		t.Errorf("offline events %+v", ev)
+	}
+	// Authorization failures are not papered over by the cache.
+	hub.Token = "now-required"
+	opts := hubOptions(hub, dest, nil)
+	opts.Token = ""
+	if _, err := Fetch(context.Background(), "hf://mistralai/Tiny-MoE", opts); !errors.Is(err, ErrAuth) {
+		t.Errorf("401 with a warm cache: %v", err)
+	}
+}
