@@ -35,8 +35,9 @@ points at a mirror; MOE_MODEL_CACHE is the default --dest.
 
 Output. With --progress json (the default when stderr is not a terminal) stdout
 carries one JSON object per line: "start", "progress" (every --progress-interval:
-bytes, total, rate in bytes/s, etaSeconds), "file", "resume", "retry", "wait", and
-last "done" (with path) or "error" (with code and error). On a terminal a
+bytes, total, rate in bytes/s, etaSeconds), "file", "resume", "retry", "wait",
+"offline" (the Hub is unreachable and a complete earlier pull is used), and last
+"done" (with path) or "error" (with code and error). On a terminal a
 progress bar goes to stderr and stdout gets the model's path.
 
 Exit codes: 0 done; 2 bad arguments or URI; 3 not authorized (401/403: fix the
@@ -158,6 +159,8 @@ func (o *pullOutput) report(e source.Event) {
 		case "resume", "wait":
 			o.line(fmt.Sprintf("%s: %s", e.File, e.Msg))
 			o.drawBar(e)
+		case "offline":
+			o.line(fmt.Sprintf("%s (%s)", e.Msg, e.Error))
 		}
 	}
 }
