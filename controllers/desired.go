@@ -27,12 +27,18 @@ const (
 	// PortName is the name of the engine's HTTP port on the pods and the Service.
 	PortName = "http"
 
-	modelVolumeName = "model"
-	modelMountPath  = "/models"
-	shmVolumeName   = "dshm"
-	shmMountPath    = "/dev/shm"
-	tmpVolumeName   = "tmp"
-	tmpMountPath    = "/tmp"
+	// The engine's mount contract (engine/source: PVCMountRoot, CacheMountPath): a claim
+	// named in a pvc:// URI is mounted read-only at pvcMountRoot/<claim>, and remote models
+	// are downloaded into modelCacheMountPath.
+	modelVolumeName      = "model"
+	pvcMountRoot         = "/models/pvc"
+	modelCacheVolumeName = "model-cache"
+	modelCacheMountPath  = "/models/cache"
+	modelCacheEnv        = "MOE_MODEL_CACHE"
+	shmVolumeName        = "dshm"
+	shmMountPath         = "/dev/shm"
+	tmpVolumeName        = "tmp"
+	tmpMountPath         = "/tmp"
 
 	// engineUID is the unprivileged user the engine runs as (the distroless "nonroot" user).
 	engineUID = 65532
@@ -147,22 +153,17 @@ func modelDisplayName(m servingv1alpha1.ModelSpec) string {
 }
 
 // modelSource returns the engine's --model argument and, for pvc:// URIs, the claim to
-// mount at modelMountPath. Remote sources pass through unchanged (the engine downloads them
-// into the model volume); pvc:// and file:// become plain paths inside the container.
+// mount. The engine resolves every URI form itself (a pvc:// URI under pvcMountRoot), so the
+// argument is spec.model.uri, or the preset's source.
 func modelSource(m servingv1alpha1.ModelSpec) (arg, claim string) {
 	uri := m.URI
 	if m.Preset != "" {
 		uri = presetSources[m.Preset]
 	}
-	switch {
-	case strings.HasPrefix(uri, "pvc://"):
-		rest := strings.TrimPrefix(uri, "pvc://")
-		claim, path, _ := strings.Cut(rest, "/")
-		return modelMountPath + "/" + path, claim
-	case strings.HasPrefix(uri, "file://"):
-		return strings.TrimPrefix(uri, "file://"), ""
+	if rest, ok := strings.CutPrefix(uri, "pvc://"); ok {
+		claim, _, _ = strings.Cut(rest, "/")
 	}
-	return uri, ""
+	return uri, claim
 }
 
 // contextSize is the engine's --ctx-size: spec.targets.maxContextLength or the model's.
@@ -293,6 +294,8 @@ func (w workload) env() []corev1.EnvVar {
 	env := []corev1.EnvVar{
 		// The root file system is read-only; tools that write under $HOME get a scratch folder.
 		{Name: "HOME", Value: tmpMountPath},
+		// Remote models (hf://, https://) are pulled into the cache volume.
+		{Name: modelCacheEnv, Value: modelCacheMountPath},
 	}
 	if ref := w.obj.Spec.Model.TokenSecretRef; ref != nil {
 		env = append(env, corev1.EnvVar{Name: "HF_TOKEN", ValueFrom: &corev1.EnvVarSource{SecretKeyRef: ref.DeepCopy()}})
@@ -303,25 +306,26 @@ func (w workload) env() []corev1.EnvVar {
 	return env
 }
 
+// volumes are the model cache (an emptyDir that lives as long as the pod, until the
+// model-sources work backs it with spec.model.cache), the pvc:// claim if any, /dev/shm in
+// memory and a scratch /tmp.
 func (w workload) volumes() ([]corev1.Volume, []corev1.VolumeMount) {
-	_, claim := modelSource(w.obj.Spec.Model)
-	model := corev1.Volume{Name: modelVolumeName}
-	if claim != "" {
-		model.PersistentVolumeClaim = &corev1.PersistentVolumeClaimVolumeSource{ClaimName: claim, ReadOnly: true}
-	} else {
-		// Remote models are downloaded here; it lives as long as the pod.
-		model.EmptyDir = &corev1.EmptyDirVolumeSource{}
-	}
 	shm := w.shmSize()
 	volumes := []corev1.Volume{
-		model,
+		{Name: modelCacheVolumeName, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
 		{Name: shmVolumeName, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{Medium: corev1.StorageMediumMemory, SizeLimit: &shm}}},
 		{Name: tmpVolumeName, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{SizeLimit: ptr.To(tmpSize.DeepCopy())}}},
 	}
 	mounts := []corev1.VolumeMount{
-		{Name: modelVolumeName, MountPath: modelMountPath, ReadOnly: claim != ""},
+		{Name: modelCacheVolumeName, MountPath: modelCacheMountPath},
 		{Name: shmVolumeName, MountPath: shmMountPath},
 		{Name: tmpVolumeName, MountPath: tmpMountPath},
+	}
+	if _, claim := modelSource(w.obj.Spec.Model); claim != "" {
+		volumes = append(volumes, corev1.Volume{Name: modelVolumeName, VolumeSource: corev1.VolumeSource{
+			PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: claim, ReadOnly: true},
+		}})
+		mounts = append(mounts, corev1.VolumeMount{Name: modelVolumeName, MountPath: pvcMountRoot + "/" + claim, ReadOnly: true})
 	}
 	return volumes, mounts
 }

@@ -97,14 +97,14 @@ func TestEngineArgs(t *testing.T) {
 			wantCtx:   "32768",
 		},
 		{
-			name:      "a pvc:// model is read from the claim's mount and named after the object",
+			name:      "a pvc:// model passes through (the engine reads it from the claim's mount) and is named after the object",
 			obj:       tinyCPU,
-			wantModel: "/models/tiny/model.gguf",
+			wantModel: "pvc://moe-models/tiny/model.gguf",
 			wantName:  "tiny",
 			wantCtx:   "2048",
 		},
 		{
-			name: "a file:// model is a path inside the container; servedName and extra args are honoured",
+			name: "a file:// model passes through; servedName and extra args are honoured",
 			obj: func() *servingv1alpha1.MixtralDeployment {
 				o := tinyCPU()
 				o.Spec.Model.URI = "file:///opt/models/tiny.gguf"
@@ -112,7 +112,7 @@ func TestEngineArgs(t *testing.T) {
 				o.Spec.Engine.ExtraArgs = []string{"--threads", "2"}
 				return o
 			},
-			wantModel: "/opt/models/tiny.gguf",
+			wantModel: "file:///opt/models/tiny.gguf",
 			wantName:  "tiny-chat",
 			wantCtx:   "2048",
 			wantExtra: []string{"--threads", "2"},
@@ -338,12 +338,15 @@ func TestDesiredDeployment(t *testing.T) {
 	g.Expect(c.SecurityContext.Capabilities.Drop).To(Equal([]corev1.Capability{"ALL"}))
 	g.Expect(*pod.AutomountServiceAccountToken).To(BeFalse())
 
-	// Volumes: the model (an emptyDir for downloads), /dev/shm in memory, /tmp.
+	// Volumes: the model cache (an emptyDir for downloads), /dev/shm in memory, /tmp.
 	volumes := map[string]corev1.Volume{}
 	for _, v := range pod.Volumes {
 		volumes[v.Name] = v
 	}
-	g.Expect(volumes["model"].EmptyDir).NotTo(BeNil())
+	g.Expect(volumes).NotTo(HaveKey("model"), "no claim to mount")
+	g.Expect(volumes["model-cache"].EmptyDir).NotTo(BeNil())
+	g.Expect(c.VolumeMounts).To(ContainElement(corev1.VolumeMount{Name: "model-cache", MountPath: "/models/cache"}))
+	g.Expect(c.Env).To(ContainElement(corev1.EnvVar{Name: "MOE_MODEL_CACHE", Value: "/models/cache"}))
 	g.Expect(volumes["dshm"].EmptyDir.Medium).To(Equal(corev1.StorageMediumMemory))
 	g.Expect(volumes["tmp"].EmptyDir).NotTo(BeNil())
 	g.Expect(c.VolumeMounts).To(ContainElement(corev1.VolumeMount{Name: "dshm", MountPath: "/dev/shm"}))
@@ -358,10 +361,16 @@ func TestPVCModelVolume(t *testing.T) {
 	g := NewWithT(t)
 	d := desiredDeployment(plannedWorkload(t, tinyCPU()))
 	pod := d.Spec.Template.Spec
-	g.Expect(pod.Volumes[0].Name).To(Equal("model"))
-	g.Expect(pod.Volumes[0].PersistentVolumeClaim).To(Equal(&corev1.PersistentVolumeClaimVolumeSource{ClaimName: "moe-models", ReadOnly: true}))
-	g.Expect(pod.Containers[0].VolumeMounts).To(ContainElement(corev1.VolumeMount{Name: "model", MountPath: "/models", ReadOnly: true}))
-	g.Expect(pod.Volumes[1].EmptyDir.SizeLimit.String()).To(Equal("256Mi"))
+	g.Expect(pod.Volumes).To(ContainElement(corev1.Volume{Name: "model", VolumeSource: corev1.VolumeSource{
+		PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: "moe-models", ReadOnly: true},
+	}}))
+	g.Expect(pod.Containers[0].VolumeMounts).To(ContainElement(corev1.VolumeMount{Name: "model", MountPath: "/models/pvc/moe-models", ReadOnly: true}))
+	g.Expect(pod.Volumes).To(ContainElement(HaveField("Name", "dshm")))
+	for _, v := range pod.Volumes {
+		if v.Name == "dshm" {
+			g.Expect(v.EmptyDir.SizeLimit.String()).To(Equal("256Mi"))
+		}
+	}
 }
 
 func TestTemplateHash(t *testing.T) {

@@ -142,7 +142,7 @@ func TestEnvtestCreateGPUDeployment(t *testing.T) {
 	g.Expect(*c.SecurityContext.AllowPrivilegeEscalation).To(BeFalse())
 	g.Expect(c.SecurityContext.Capabilities.Drop).To(ConsistOf(corev1.Capability("ALL")))
 	g.Expect(pod.Volumes).To(ContainElement(And(HaveField("Name", "dshm"), HaveField("EmptyDir.Medium", corev1.StorageMediumMemory))))
-	g.Expect(pod.Volumes).To(ContainElement(HaveField("Name", "model")))
+	g.Expect(pod.Volumes).To(ContainElement(HaveField("Name", "model-cache")))
 
 	svc := get(g, ns, obj.Name, &corev1.Service{})
 	g.Expect(svc.Spec.Type).To(Equal(corev1.ServiceTypeClusterIP))
@@ -198,7 +198,8 @@ func TestEnvtestCreateCPUDeployment(t *testing.T) {
 	g.Expect(d.Spec.Template.Spec.NodeSelector).To(BeEmpty())
 	g.Expect(d.Spec.Template.Spec.Tolerations).To(BeEmpty())
 	g.Expect(*d.Spec.Replicas).To(Equal(int32(1)))
-	g.Expect(flagValue(c.Args, "--model")).To(Equal("/models/tiny-mixtral.gguf"))
+	g.Expect(flagValue(c.Args, "--model")).To(Equal("pvc://moe-models/tiny-mixtral.gguf"))
+	g.Expect(c.VolumeMounts).To(ContainElement(corev1.VolumeMount{Name: "model", MountPath: "/models/pvc/moe-models", ReadOnly: true}))
 	g.Expect(d.Spec.Template.Spec.Volumes).To(ContainElement(And(
 		HaveField("Name", "model"),
 		HaveField("PersistentVolumeClaim", Equal(&corev1.PersistentVolumeClaimVolumeSource{ClaimName: "moe-models", ReadOnly: true})),
