@@ -2,6 +2,7 @@ package model
 
 import (
 	"fmt"
+	"runtime"
 	"unsafe"
 
 	"github.com/moe-operator/moe-operator/engine/tensor"
@@ -49,8 +50,8 @@ func (b *builder) checkAll() error {
 	return nil
 }
 
-// convert returns m in the target type (m itself when no conversion is
-// due) and reports progress.
+// convert returns m in the target type, unpacked (m itself when no
+// conversion is due), and reports progress.
 func (b *builder) convert(m *tensor.Matrix) (*tensor.Matrix, error) {
 	out := m
 	if b.target != nil && needsConversion(m.Type, *b.target) {
@@ -59,11 +60,28 @@ func (b *builder) convert(m *tensor.Matrix) (*tensor.Matrix, error) {
 			return nil, err
 		}
 	}
+	b.progressed(m)
+	return out, nil
+}
+
+// convertPack returns m in the target type and packed.
+func (b *builder) convertPack(m *tensor.Matrix) (*tensor.Matrix, error) {
+	if b.target != nil && needsConversion(m.Type, *b.target) {
+		out, err := tensor.ConvertPack(m, *b.target, b.pool)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %d-column rows cannot be stored as %s: %v", ErrQuantization, m.Cols, *b.target, err)
+		}
+		return out, nil
+	}
+	return tensor.Pack(m), nil
+}
+
+// progressed reports that source matrix m is done.
+func (b *builder) progressed(m *tensor.Matrix) {
 	b.done += int64(m.Bytes())
 	if b.progress != nil && b.target != nil {
 		b.progress(b.done, b.total)
 	}
-	return out, nil
 }
 
 // release drops the file pages under a source matrix once it is converted
@@ -103,28 +121,35 @@ func piece(m *tensor.Matrix, kind splitKind, p shardPlan, hd int, whole bool) (*
 func (b *builder) buildShards(c Config, shards []*shard, plan []shardPlan) error {
 	whole := len(shards) == 1
 	for l := range b.w.Layers {
+		if l > 0 && !whole {
+			// Column splits leave a layer's worth of transient copies;
+			// collect them now rather than letting the heap grow to twice
+			// the model before the collector runs on its own.
+			runtime.GC()
+		}
 		lw := &b.w.Layers[l]
+		// place splits src for the shards, then converts and packs each
+		// piece in one pass (no unpacked converted copy is ever made).
 		place := func(src *tensor.Matrix, kind splitKind, expert int, set func(*shardLayer, *tensor.Matrix)) error {
-			conv, err := b.convert(src)
-			if err != nil {
-				return err
-			}
-			if expert >= 0 {
-				b.expertType = conv.Type
-			}
 			stillMapped := false // a piece still reads src's bytes
 			for i, s := range shards {
 				if expert >= 0 && !plan[i].experts(expert) {
 					continue
 				}
-				pc, err := piece(conv, kind, plan[i], c.HeadDim, whole || (expert >= 0 && plan[i].ffn == c.FFN))
+				pc, err := piece(src, kind, plan[i], c.HeadDim, whole || (expert >= 0 && plan[i].ffn == c.FFN))
 				if err != nil {
 					return fmt.Errorf("model: layer %d, shard %d: %w", l, i, err)
 				}
-				pc = tensor.Pack(pc)
+				if pc, err = b.convertPack(pc); err != nil {
+					return fmt.Errorf("model: layer %d: %w", l, err)
+				}
+				if expert >= 0 {
+					b.expertType = pc.Type
+				}
 				stillMapped = stillMapped || overlaps(pc.Data, src.Data)
 				set(&s.layers[l], pc)
 			}
+			b.progressed(src)
 			if !stillMapped {
 				b.release(src)
 			}

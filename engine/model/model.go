@@ -3,6 +3,7 @@ package model
 import (
 	"fmt"
 	"runtime"
+	"runtime/debug"
 
 	"github.com/moe-operator/moe-operator/engine/tensor"
 	"github.com/moe-operator/moe-operator/engine/tokenizer"
@@ -136,7 +137,7 @@ func New(c Config, w *Weights, tok *tokenizer.Tokenizer, opts LoadOptions) (*Mod
 			s.pool = tensor.NewPool(perShard)
 		}
 	}
-	runtime.GC() // return the conversion's transient buffers now
+	debug.FreeOSMemory() // return the load's transient buffers to the system now
 	return m, nil
 }
 

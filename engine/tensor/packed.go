@@ -125,6 +125,63 @@ func Pack(m *Matrix) *Matrix {
 		Data: append([]byte(nil), m.Data[pr*m.rowBytes:]...), packed: packed, packedRows: pr}
 }
 
+// ConvertPack returns m converted to type to and packed, in one pass: rows
+// are converted 8 at a time into scratch and packed from there, so no
+// unpacked copy of the converted matrix ever exists. Types without a packed
+// layout (and matrices of fewer than 8 rows) come back converted only. Rows
+// of m must hold whole blocks of to.
+func ConvertPack(m *Matrix, to DType, pool *Pool) (*Matrix, error) {
+	rb, err := to.RowBytes(m.Cols)
+	if err != nil {
+		return nil, err
+	}
+	// Per-thread scratch, allocated once per call: a float row and, for
+	// packing, 8 converted rows.
+	rows := make([][]float32, pool.Threads())
+	scratch := make([][]byte, pool.Threads())
+	rowOf := func(worker int) []float32 {
+		if rows[worker] == nil {
+			rows[worker] = make([]float32, m.Cols)
+		}
+		return rows[worker]
+	}
+	convertRows := func(dst []byte, lo, hi int, row []float32) {
+		for r := lo; r < hi; r++ {
+			Dequantize(row, m.Row(r), m.Type, m.Cols)
+			Quantize(dst[(r-lo)*rb:(r-lo+1)*rb], row, to, m.Cols)
+		}
+	}
+	f, ok := packFormats[to]
+	if !ok || m.Rows < packRows || packedKernels[to].gemv == nil {
+		out := make([]byte, m.Rows*rb)
+		pool.ForWorker(m.Rows, 16, func(w, lo, hi int) { convertRows(out[lo*rb:], lo, hi, rowOf(w)) })
+		return NewMatrix(to, m.Rows, m.Cols, out)
+	}
+	groups := m.Rows / packRows
+	nb := m.Cols / f.blockElems
+	bb := to.BlockBytes()
+	packed := make([]byte, groups*nb*f.bytes)
+	pool.ForWorker(groups, 1, func(w, lo, hi int) {
+		if scratch[w] == nil {
+			scratch[w] = make([]byte, packRows*rb)
+		}
+		var src [packRows][]byte
+		for g := lo; g < hi; g++ {
+			convertRows(scratch[w], g*packRows, (g+1)*packRows, rowOf(w))
+			for b := 0; b < nb; b++ {
+				for k := range src {
+					src[k] = scratch[w][k*rb+b*bb : k*rb+(b+1)*bb]
+				}
+				f.pack(packed[(g*nb+b)*f.bytes:(g*nb+b+1)*f.bytes], src)
+			}
+		}
+	})
+	pr := groups * packRows
+	tail := make([]byte, (m.Rows-pr)*rb)
+	convertRows(tail, pr, m.Rows, rowOf(0))
+	return &Matrix{Type: to, Rows: m.Rows, Cols: m.Cols, rowBytes: rb, Data: tail, packed: packed, packedRows: pr}, nil
+}
+
 // Packed reports whether the matrix has a packed layout.
 func (m *Matrix) Packed() bool { return m.packed != nil }
 
