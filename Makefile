@@ -98,6 +98,36 @@ test: reference openai-client ## Run the tests (envtest control plane included) 
 	assets="$$(hack/setup-envtest.sh)"; \
 	KUBEBUILDER_ASSETS="$$assets" MOE_REQUIRE_ENVTEST=1 go test $(TEST_FLAGS) $(TEST_PKGS)
 
+# Every fuzz target and its package. `make fuzz` runs each for FUZZTIME (the
+# GGUF reader, the parser users' files meet first, for at least 30 s).
+FUZZTIME ?= 30s
+FUZZ_TARGETS := \
+	FuzzReadGGUF:./engine/gguf \
+	FuzzParseHeader:./engine/safetensors \
+	FuzzEncodeDecodeRoundTrip:./engine/tokenizer \
+	FuzzLoadTokenizerJSON:./engine/tokenizer \
+	FuzzDotEqualsReference:./engine/tensor \
+	FuzzDecodeCompletionRequest:./engine/server \
+	FuzzDecodeChatRequest:./engine/server
+
+.PHONY: fuzz
+fuzz: ## Run every fuzz target for FUZZTIME each (default 30s).
+	for t in $(FUZZ_TARGETS); do \
+		name=$${t%%:*}; pkg=$${t#*:}; \
+		echo "== $$name ($$pkg, $(FUZZTIME))"; \
+		go test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) "$$pkg"; \
+	done
+
+BENCH ?= .
+BENCHTIME ?= 1s
+.PHONY: bench
+bench: ## Run the engine's Go benchmarks (kernels, forward pass); BENCH and BENCHTIME filter.
+	go test -run '^$$' -bench '$(BENCH)' -benchtime $(BENCHTIME) ./engine/tensor ./engine/model
+
+.PHONY: bench-llamacpp
+bench-llamacpp: reference ## Compare moe bench with llama.cpp on the mini model (hack/bench-vs-llamacpp.sh).
+	hack/bench-vs-llamacpp.sh
+
 ##@ Build
 
 .PHONY: build

@@ -30,7 +30,7 @@ func (e *engineFlags) register(f *pflag.FlagSet) {
 	f.IntVar(&e.threads, "threads", 0, "compute threads (0: all CPUs)")
 	f.IntVar(&e.tensorParallel, "tensor-parallel", 1, "tensor-parallel shards")
 	f.IntVar(&e.ctxSize, "ctx-size", 0, "maximum sequence length (0: the model's context length)")
-	f.StringVar(&e.quantization, "quantization", "auto", "convert weights at load: auto (keep the file's), bf16, int8 (Q8_0) or int4 (Q4_0)")
+	f.StringVar(&e.quantization, "quantization", "auto", "convert weights at load: auto (keep the file's), bf16, fp8 (Q8_0 on CPUs), int8 (Q8_0) or int4 (Q4_0)")
 	f.BoolVar(&e.expertParallel, "expert-parallel", false, "with --tensor-parallel, place whole experts on shards instead of splitting every expert")
 }
 
@@ -44,6 +44,9 @@ func (e *engineFlags) open() (*model.Model, error) {
 	}
 	opts := model.LoadOptions{Threads: e.threads, TensorParallel: e.tensorParallel, Quantization: e.quantization, ExpertParallel: e.expertParallel}
 	opts.Progress = quantizeProgress(os.Stderr, e.quantization)
+	if strings.EqualFold(e.quantization, "fp8") {
+		fmt.Fprintln(os.Stderr, "moe: --quantization fp8: the CPU backend has no FP8 kernels; running Q8_0, which takes the same memory")
+	}
 	return model.Open(path, opts)
 }
 
