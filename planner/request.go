@@ -22,6 +22,9 @@ type Request struct {
 	Overrides   Overrides
 	// MaxBatchSize caps the batch per replica; 0 means DefaultMaxBatchSize.
 	MaxBatchSize int
+	// MaxReplicas caps the replicas a plan may use (the autoscaler's
+	// maximum, say); 0 means no cap. A target that needs more is infeasible.
+	MaxReplicas int
 	// Calibration, when set, overrides the efficiency factors it holds (or
 	// fits from its measurements); other precisions keep their defaults.
 	Calibration *Calibration
@@ -56,6 +59,10 @@ type Overrides struct {
 	// TensorParallelism pins the shards per replica; 0 searches 1, 2, 4, 8
 	// up to the accelerator's GPUs per node.
 	TensorParallelism int
+	// MaxPrecision is the precision the model's weights are stored in, when
+	// known (a Q4 GGUF file is Int4): the engine converts only downwards, so
+	// no plan may use a higher precision. "" or Auto means no cap.
+	MaxPrecision Quantization
 }
 
 // Offline reports whether no latency bound applies.
@@ -106,6 +113,11 @@ func (r Request) validate() error {
 			ErrInvalidRequest, t.PromptTokens, t.OutputTokens, t.Context)
 	case r.MaxBatchSize < 0:
 		return fmt.Errorf("%w: max batch size must be positive", ErrInvalidRequest)
+	case r.MaxReplicas < 0:
+		return fmt.Errorf("%w: max replicas must not be negative", ErrInvalidRequest)
+	}
+	if p := r.Overrides.MaxPrecision; p != "" && p != Auto && p.rank() >= len(Quantizations()) {
+		return fmt.Errorf("%w: max precision %q", ErrUnknownQuantization, string(p))
 	}
 	q := r.Overrides.Quantization
 	if q != Auto && q.rank() >= len(Quantizations()) {

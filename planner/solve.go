@@ -97,6 +97,8 @@ const (
 	failMemory
 	failITL
 	failTTFT
+	failPrecision
+	failReplicas
 )
 
 // failure is a rejected candidate; need is the smallest value of the violated
@@ -117,7 +119,9 @@ func evaluate(c candidate, req Request) (Plan, *failure) {
 	fail := func(kind failureKind, need float64, format string, args ...any) (Plan, *failure) {
 		return Plan{}, &failure{kind: kind, quant: c.quant, tp: c.tp, need: need, reason: fmt.Sprintf(format, args...)}
 	}
-	switch {
+	switch p := req.Overrides.MaxPrecision; {
+	case p != "" && p != Auto && c.quant.rank() < p.rank():
+		return fail(failPrecision, 0, "the weights are stored as %s; the engine does not convert them up to %s", p, c.quant)
 	case !a.SupportsQuantization(c.quant):
 		return fail(failUnsupported, 0, "%s has no %s support", a.Name, c.quant)
 	case c.tp > a.GPUsPerNode:
@@ -165,6 +169,10 @@ func evaluate(c candidate, req Request) (Plan, *failure) {
 	replicas, chosen := 1, best
 	if target := req.Targets.OutputTokensPerSecond; target > 0 {
 		replicas = int(math.Ceil(target / best.throughput))
+		if max := req.MaxReplicas; max > 0 && replicas > max {
+			return fail(failReplicas, float64(replicas), "needs %d replicas of %.0f tok/s for %.0f tok/s, more than the %d allowed",
+				replicas, best.throughput, target, max)
+		}
 		for _, p := range perfs {
 			if float64(replicas)*p.throughput >= target {
 				chosen = p
@@ -240,6 +248,10 @@ func needed(req Request, failures []failure) string {
 	if f, ok := closest[failTTFT]; ok {
 		parts = append(parts, fmt.Sprintf("the fastest candidate (%s) reaches a TTFT of %s at batch 1; allow a TTFT of at least %s, shorter prompts or a faster accelerator",
 			candidateName(f.quant, f.tp), millis(f.need), millis(f.need)))
+	}
+	if f, ok := closest[failReplicas]; ok {
+		parts = append(parts, fmt.Sprintf("the best candidate (%s) needs %.0f replicas for the target; allow that many replicas, lower the throughput target or relax the latency bounds",
+			candidateName(f.quant, f.tp), f.need))
 	}
 	if len(parts) == 0 {
 		for _, f := range failures {

@@ -256,3 +256,45 @@ func TestMemoryGrowsWithTheBatchByTheKVCache(t *testing.T) {
 		t.Errorf("memory(100) − memory(10) = %s, want about the KV difference", gigabytes(got))
 	}
 }
+
+func TestMaxReplicasMakesUnreachableTargetsInfeasible(t *testing.T) {
+	m, _ := ModelPreset("mixtral-8x7b")
+	a, _ := AcceleratorByName("h100-80gb")
+	req := Request{Model: m, Accelerator: a, Targets: Targets{OutputTokensPerSecond: 200000, ITL: 50 * time.Millisecond}}
+	res, err := Solve(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.MaxReplicas = 1
+	_, err = Solve(req)
+	if !errors.Is(err, ErrInfeasible) || !strings.Contains(err.Error(), "replicas") {
+		t.Fatalf("with 1 replica allowed: err %v, want an infeasible error about replicas", err)
+	}
+	req.MaxReplicas = res.Plan.Replicas
+	if got, err := Solve(req); err != nil || got.Plan.Replicas != res.Plan.Replicas {
+		t.Fatalf("with exactly %d replicas allowed: %v, %+v", res.Plan.Replicas, err, got.Plan)
+	}
+}
+
+func TestMaxPrecisionNeverPlansAnUpcast(t *testing.T) {
+	m, _ := ModelPreset("mixtral-8x7b")
+	a, _ := AcceleratorByName("h100-80gb")
+	req := Request{Model: m, Accelerator: a, Targets: Targets{OutputTokensPerSecond: 100}}
+	req.Overrides.MaxPrecision = Int4
+	res, err := Solve(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Plan.Quantization != Int4 {
+		t.Fatalf("weights stored as Int4 planned as %s", res.Plan.Quantization)
+	}
+	for _, alt := range res.Alternatives {
+		if alt.Quantization != Int4 {
+			t.Fatalf("alternative %s above the stored precision", alt.Name())
+		}
+	}
+	req.Overrides.Quantization = BF16
+	if _, err := Solve(req); !errors.Is(err, ErrInfeasible) {
+		t.Fatalf("BF16 pinned on Int4 weights: err %v", err)
+	}
+}
