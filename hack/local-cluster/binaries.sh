@@ -35,8 +35,17 @@ for bin in kube-apiserver etcd; do
 done
 
 # The rest, smallest first so that kubectl is usable early.
+# kubectl has no --version flag; `kubectl version --client` prints "Client Version: vX.Y.Z".
+have() {
+  local out
+  if [[ $1 == kubectl ]]; then
+    [[ -x "${dir}/kubectl" ]] && out=$("${dir}/kubectl" version --client 2>/dev/null) && [[ $out == *"v${version}"* ]]
+  else
+    k8s::have_version "${dir}/$1" "v${version}"
+  fi
+}
 for bin in kubectl kube-scheduler kube-proxy kube-controller-manager kubelet; do
-  if ! k8s::have_version "${dir}/${bin}" "v${version}"; then
+  if ! have "$bin"; then
     k8s::build_component "$bin" "v${version}" "$dir"
   fi
 done
