@@ -13,6 +13,10 @@ TOOLS_DIR ?= $(CACHE_DIR)/bin
 CONTROLLER_GEN_VERSION ?= v0.23.0
 CONTROLLER_GEN ?= $(TOOLS_DIR)/controller-gen-$(CONTROLLER_GEN_VERSION)
 
+# helm, for the chart tests (test/chart) and `make deploy`.
+HELM_VERSION ?= v3.22.0
+HELM ?= $(TOOLS_DIR)/helm-$(HELM_VERSION)
+
 # Kubernetes version of the envtest control plane (built by hack/setup-envtest.sh).
 ENVTEST_K8S_VERSION ?= 1.37.2
 export ENVTEST_K8S_VERSION
@@ -66,6 +70,7 @@ vet: ## Run go vet on the operator's packages.
 .PHONY: verify
 verify: $(CONTROLLER_GEN) ## Fail when generated code, CRDs, RBAC, chart copies or docs are stale, or code is unformatted.
 	CONTROLLER_GEN=$(CONTROLLER_GEN) hack/verify-generated.sh
+	go run ./hack/image dockerfiles --check
 	@unformatted=$$(gofmt -l api controllers cmd/manager hack); \
 	if [[ -n "$$unformatted" ]]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
 
@@ -94,9 +99,9 @@ $(OPENAI_CLIENT_STAMP): test/openai/package.json test/openai/package-lock.json
 openai-client: $(OPENAI_CLIENT_STAMP) ## Install the openai npm client the server's API test uses.
 
 .PHONY: test
-test: reference openai-client ## Run the tests (envtest control plane included) for TEST_PKGS (default ./...).
+test: reference openai-client $(HELM) ## Run the tests (envtest control plane and helm included) for TEST_PKGS (default ./...).
 	assets="$$(hack/setup-envtest.sh)"; \
-	KUBEBUILDER_ASSETS="$$assets" MOE_REQUIRE_ENVTEST=1 go test $(TEST_FLAGS) $(TEST_PKGS)
+	KUBEBUILDER_ASSETS="$$assets" MOE_REQUIRE_ENVTEST=1 HELM=$(HELM) MOE_REQUIRE_HELM=1 go test $(TEST_FLAGS) $(TEST_PKGS)
 
 # Every fuzz target and its package. `make fuzz` runs each for FUZZTIME (the
 # GGUF reader, the parser users' files meet first, for at least 30 s).
@@ -160,3 +165,12 @@ $(CONTROLLER_GEN):
 
 .PHONY: controller-gen
 controller-gen: $(CONTROLLER_GEN) ## Build the pinned controller-gen into the tool cache.
+
+$(HELM):
+	mkdir -p $(TOOLS_DIR)/.tmp-helm
+	GOBIN=$(TOOLS_DIR)/.tmp-helm GOFLAGS=-buildvcs=false nice -n 10 go install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
+	mv -f $(TOOLS_DIR)/.tmp-helm/helm $@
+	rmdir $(TOOLS_DIR)/.tmp-helm
+
+.PHONY: helm
+helm: $(HELM) ## Build the pinned helm into the tool cache (about 2 minutes the first time).
