@@ -126,70 +126,56 @@ func (s *Sampler) penalize(logits []float32) {
 }
 
 func (s *Sampler) draw(logits []float32) int32 {
-	c := s.cands[:0]
 	invT := 1 / s.p.Temperature
-	for i, v := range logits {
-		c = append(c, cand{int32(i), v * invT})
+	mx := logits[0]
+	for _, v := range logits {
+		mx = max(mx, v)
 	}
-	// Sort by descending logit (ties by id, for determinism) when a filter
-	// needs the order.
+	// Probabilities up to a common factor; dropping the tokens below min-p
+	// needs no sort: it is a threshold relative to the most likely one.
+	floor := float32(0)
+	if s.p.MinP > 0 {
+		floor = s.p.MinP
+	}
+	c := s.cands[:0]
+	for i, v := range logits {
+		if e := float32(math.Exp(float64((v - mx) * invT))); e >= floor {
+			c = append(c, cand{int32(i), e})
+		}
+	}
 	k := len(c)
 	if s.p.TopK > 0 && s.p.TopK < k {
 		k = s.p.TopK
 	}
-	needOrder := k < len(c) || (s.p.TopP > 0 && s.p.TopP < 1) || s.p.MinP > 0
-	if needOrder {
-		slices.SortFunc(c, func(a, b cand) int {
-			switch {
-			case a.v > b.v:
-				return -1
-			case a.v < b.v:
-				return 1
-			}
-			return int(a.id - b.id)
-		})
-		c = c[:k]
-	}
-	// Softmax over the survivors.
-	mx := c[0].v
-	for _, x := range c {
-		mx = max(mx, x.v)
-	}
-	var sum float64
-	for i := range c {
-		e := math.Exp(float64(c[i].v - mx))
-		c[i].v = float32(e)
-		sum += e
-	}
-	for i := range c {
-		c[i].v = float32(float64(c[i].v) / sum)
-	}
-	if s.p.MinP > 0 {
-		floor := s.p.MinP * c[0].v
-		n := 1
-		for n < len(c) && c[n].v >= floor {
-			n++
+	if topP := s.p.TopP; topP > 0 && topP < 1 {
+		var total float64
+		for _, x := range c {
+			total += float64(x.v)
 		}
-		c = c[:n]
-	}
-	if s.p.TopP > 0 && s.p.TopP < 1 {
-		var cum float32
-		n := 0
-		for n < len(c) {
-			cum += c[n].v
-			n++
-			if cum >= s.p.TopP {
+		// The nucleus is usually a few tokens: order only the head,
+		// widening it until it holds the mass or the top-k.
+		for m := min(k, 64); ; m = min(k, 4*m) {
+			head := topN(c, m)
+			var cum float64
+			n := 0
+			for n < len(head) && cum < float64(topP)*total {
+				cum += float64(head[n].v)
+				n++
+			}
+			if cum >= float64(topP)*total || m == k {
+				c = head[:n]
 				break
 			}
 		}
-		c = c[:n]
+	} else if k < len(c) {
+		c = topN(c, k)
 	}
+	s.cands = c
 	var total float64
 	for _, x := range c {
 		total += float64(x.v)
 	}
 	r := s.rng.Float64() * total
-	s.cands = c
 	for _, x := range c {
 		r -= float64(x.v)
 		if r < 0 {
@@ -197,6 +183,38 @@ func (s *Sampler) draw(logits []float32) int32 {
 		}
 	}
 	return c[len(c)-1].id
+}
+
+// topN moves the n most likely candidates (ties to the lower id) to the
+// front of c, in descending order, and returns them.
+func topN(c []cand, n int) []cand {
+	less := func(a, b cand) int { // descending probability, then ascending id
+		switch {
+		case a.v > b.v:
+			return -1
+		case a.v < b.v:
+			return 1
+		}
+		return int(a.id - b.id)
+	}
+	if n >= len(c) {
+		slices.SortFunc(c, less)
+		return c
+	}
+	// Partial selection: keep a sorted window of the n best seen so far;
+	// a candidate displaced from it takes the newcomer's place, so c stays
+	// a permutation and a wider call later still sees every candidate.
+	head := c[:n]
+	slices.SortFunc(head, less)
+	for j := n; j < len(c); j++ {
+		if x := c[j]; less(x, head[n-1]) < 0 {
+			c[j] = head[n-1]
+			i, _ := slices.BinarySearchFunc(head, x, less)
+			copy(head[i+1:], head[i:n-1])
+			head[i] = x
+		}
+	}
+	return head
 }
 
 // Argmax returns the index of the largest logit (the lowest index on ties).

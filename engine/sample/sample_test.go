@@ -1,7 +1,10 @@
 package sample
 
 import (
+	"cmp"
 	"math"
+	"math/rand/v2"
+	"slices"
 	"testing"
 )
 
@@ -120,5 +123,50 @@ func TestLogSoftmax(t *testing.T) {
 	}
 	if len(top) != 2 || top[0].Token != 1 || top[1].Token != 0 {
 		t.Fatalf("top %v", top)
+	}
+}
+
+func TestTopNSelectsLikeAFullSort(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	for trial := 0; trial < 50; trial++ {
+		c := make([]cand, 500)
+		for i := range c {
+			c[i] = cand{int32(i), float32(rng.IntN(50))} // many ties
+		}
+		want := slices.Clone(c)
+		slices.SortFunc(want, func(a, b cand) int {
+			if a.v != b.v {
+				return cmp.Compare(b.v, a.v)
+			}
+			return cmp.Compare(a.id, b.id)
+		})
+		for _, n := range []int{1, 7, 64, 256} {
+			got := topN(c, n)
+			if !slices.Equal(got, want[:n]) {
+				t.Fatalf("topN(%d) = %v..., want %v...", n, got[:min(5, n)], want[:min(5, n)])
+			}
+		}
+	}
+}
+
+func TestTopPSamplesOnlyTheNucleus(t *testing.T) {
+	// 200 tokens: token 0 holds ~60% of the mass; top_p 0.5 leaves only it.
+	l := make([]float32, 200)
+	l[0] = float32(math.Log(300))
+	s := New(Params{Temperature: 1, TopP: 0.5, Seed: 9}, nil)
+	for i := 0; i < 100; i++ {
+		if got := s.Sample(slices.Clone(l)); got != 0 {
+			t.Fatalf("top_p 0.5 drew token %d", got)
+		}
+	}
+	// top_p 0.9 needs token 0 and about 60 of the rest, beyond the first
+	// window of 64: every draw must still be a valid token.
+	s = New(Params{Temperature: 1, TopP: 0.9, Seed: 9}, nil)
+	seen := map[int32]bool{}
+	for i := 0; i < 2000; i++ {
+		seen[s.Sample(slices.Clone(l))] = true
+	}
+	if len(seen) < 20 || len(seen) > 200 {
+		t.Fatalf("top_p 0.9 drew %d distinct tokens", len(seen))
 	}
 }
