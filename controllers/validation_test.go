@@ -231,6 +231,9 @@ func TestCELCasesCoverEveryRule(t *testing.T) {
 			expressions++
 		}
 	}
+	for _, c := range celTransitionCases {
+		covered[c.message] = true
+	}
 	ruleExpressions := 0
 	for _, r := range rules {
 		if r.MessageExpression != "" {

@@ -67,6 +67,7 @@ const (
 //
 // +kubebuilder:validation:XValidation:rule="has(self.preset) != has(self.uri)",message="set exactly one of model.preset and model.uri"
 // +kubebuilder:validation:XValidation:rule="!has(self.preset) || !has(self.shape)",message="model.shape is only for model.uri: a preset already has its shape, so remove model.shape"
+// +kubebuilder:validation:XValidation:rule="!has(self.cache) || !has(self.uri) || self.uri.startsWith('hf://') || self.uri.startsWith('https://')",message="model.cache holds downloaded models (a preset, an hf:// or an https:// URI): a pvc:// or file:// model is read where it is, so remove model.cache"
 // +kubebuilder:validation:XValidation:rule="!has(self.uri) || has(self.shape)",message="model.uri needs model.shape so the planner can size it: set model.shape.preset to the preset with the same architecture (for example mixtral-8x7b) or give the explicit dimensions"
 type ModelSpec struct {
 	// Preset serves a known model from its default source (the upstream Hugging Face
@@ -107,9 +108,9 @@ type ModelSpec struct {
 	// +optional
 	TokenSecretRef *corev1.SecretKeySelector `json:"tokenSecretRef,omitempty"`
 
-	// Cache asks for a PersistentVolumeClaim that holds the downloaded model, filled once
-	// and mounted read-only by every replica. Reserved for the model-sources work: it is
-	// accepted and validated but not acted on yet.
+	// Cache asks for a PersistentVolumeClaim that holds the downloaded model (presets, hf://
+	// and https:// URIs): a loader Job fills it once, and every replica mounts it read-only.
+	// Without it, each replica downloads the model into an emptyDir of its own.
 	// +optional
 	Cache *ModelCacheSpec `json:"cache,omitempty"`
 }
@@ -186,22 +187,6 @@ type ModelShape struct {
 	// +kubebuilder:validation:Minimum=1
 	// +kubebuilder:validation:Maximum=16777216
 	ContextLength int32 `json:"contextLength,omitempty"`
-}
-
-// ModelCacheSpec describes the PersistentVolumeClaim that caches a downloaded model.
-type ModelCacheSpec struct {
-	// StorageClassName is the claim's storage class; empty uses the cluster default.
-	// +optional
-	StorageClassName *string `json:"storageClassName,omitempty"`
-
-	// Size is the claim's capacity. It must hold the model files.
-	Size resource.Quantity `json:"size"`
-
-	// AccessMode is the claim's access mode. Replicas on several nodes need ReadWriteMany
-	// or ReadOnlyMany.
-	// +optional
-	// +kubebuilder:validation:Enum=ReadWriteOnce;ReadOnlyMany;ReadWriteMany;ReadWriteOncePod
-	AccessMode corev1.PersistentVolumeAccessMode `json:"accessMode,omitempty"`
 }
 
 // AcceleratorSpec says what hardware each replica runs on.
@@ -529,8 +514,13 @@ type MixtralDeploymentStatus struct {
 	// +optional
 	Autoscaling *AutoscalingStatus `json:"autoscaling,omitempty"`
 
+	// ModelCache is the model cache's claim, loader Job and pull progress; set with
+	// spec.model.cache.
+	// +optional
+	ModelCache *ModelCacheStatus `json:"modelCache,omitempty"`
+
 	// Conditions are Planned, Available, Progressing and Degraded (and, with autoscaling,
-	// ScalingActive and ScalingLimited).
+	// ScalingActive and ScalingLimited; with model.cache, ModelCached).
 	// +optional
 	// +listType=map
 	// +listMapKey=type
@@ -551,6 +541,7 @@ type MixtralDeploymentStatus struct {
 // +kubebuilder:printcolumn:name="Ready",type=integer,JSONPath=`.status.readyReplicas`
 // +kubebuilder:printcolumn:name="Planned",type=string,priority=1,JSONPath=`.status.conditions[?(@.type=="Planned")].status`
 // +kubebuilder:printcolumn:name="Endpoint",type=string,priority=1,JSONPath=`.status.endpoint`
+// +kubebuilder:printcolumn:name="Cached",type=integer,priority=1,JSONPath=`.status.modelCache.percent`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 // +kubebuilder:validation:XValidation:rule="self.metadata.name.size() <= 63 && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",message="metadata.name must be a DNS-1035 label (at most 63 lowercase letters, digits and '-', starting with a letter): it names the engine's Service"
 type MixtralDeployment struct {
