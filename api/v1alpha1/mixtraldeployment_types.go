@@ -300,20 +300,23 @@ type AutoscalingSpec struct {
 	// +kubebuilder:default=Concurrency
 	Metric AutoscalingMetric `json:"metric,omitempty"`
 
-	// Target is the per-replica value of metric to hold. For OutputTokensPerSecond it
-	// defaults to the plan's predicted per-replica throughput.
+	// Target is the per-replica value of metric to hold. Defaults: the plan's batch size for
+	// Concurrency, 1 for QueueDepth, 0.8 for KVCacheUsage, and the plan's predicted
+	// per-replica throughput for OutputTokensPerSecond.
 	// +optional
 	// +kubebuilder:validation:XValidation:rule="quantity(string(self)).isGreaterThan(quantity('0'))",message="autoscaling.target must be positive"
 	Target *resource.Quantity `json:"target,omitempty"`
 
-	// ScaleUpWindow is how long load must stay high before scaling up.
+	// ScaleUpWindow is how long every reading of the load must have asked for more replicas
+	// before spec.replicas goes up (at most doubling in one step).
 	// +optional
 	// +kubebuilder:default="30s"
 	// +kubebuilder:validation:Type=string
 	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$`
 	ScaleUpWindow *metav1.Duration `json:"scaleUpWindow,omitempty"`
 
-	// ScaleDownWindow is how long load must stay low before scaling down.
+	// ScaleDownWindow is how long every reading of the load must have asked for fewer
+	// replicas before spec.replicas goes down.
 	// +optional
 	// +kubebuilder:default="300s"
 	// +kubebuilder:validation:Type=string
@@ -448,26 +451,62 @@ type Plan struct {
 	Reason string `json:"reason,omitempty"`
 }
 
-// AutoscalingStatus is what the built-in autoscaler observed and decided.
+// AutoscalingStatus is what the built-in autoscaler observed and decided. It is also the
+// autoscaler's memory: its windows are kept here, so an operator restart continues them.
 type AutoscalingStatus struct {
-	// DesiredReplicas is the autoscaler's latest decision.
+	// DesiredReplicas is the autoscaler's latest decision: the spec.replicas it holds.
 	// +optional
 	DesiredReplicas int32 `json:"desiredReplicas,omitempty"`
+	// RecommendedReplicas is what the latest reading alone asks for, within minReplicas and
+	// maxReplicas and at most twice spec.replicas; spec.replicas follows it once the scale-up
+	// or scale-down window has lasted.
+	// +optional
+	RecommendedReplicas int32 `json:"recommendedReplicas,omitempty"`
 	// LastScaleTime is when the autoscaler last changed spec.replicas.
 	// +optional
 	LastScaleTime *metav1.Time `json:"lastScaleTime,omitempty"`
-	// ObservedValue is the latest per-replica value of the autoscaling metric.
+	// LastScrapeTime is when the autoscaler last read (or tried to read) the engines' metrics.
+	// +optional
+	LastScrapeTime *metav1.Time `json:"lastScrapeTime,omitempty"`
+	// ScrapedReplicas is how many ready replicas' metrics the latest reading got.
+	// +optional
+	ScrapedReplicas int32 `json:"scrapedReplicas,omitempty"`
+	// StartingReplicas is how many engine pods exist but are not ready yet (loading the
+	// model). They count toward capacity: load they will take does not scale up again.
+	// +optional
+	StartingReplicas int32 `json:"startingReplicas,omitempty"`
+	// Target is the per-replica target in effect: autoscaling.target, or the metric's default.
+	// +optional
+	Target *resource.Quantity `json:"target,omitempty"`
+	// ObservedValue is the latest per-replica value of the autoscaling metric, averaged over
+	// the ready replicas read.
 	// +optional
 	ObservedValue *resource.Quantity `json:"observedValue,omitempty"`
-	// PredictedOutputTokensPerSecondPerReplica is the plan's predicted per-replica throughput.
+	// ScaleUp is the open scale-up window: every reading since scaleUp.since asked for more
+	// replicas. Unset when the latest reading did not.
+	// +optional
+	ScaleUp *ScalingWindow `json:"scaleUp,omitempty"`
+	// ScaleDown is the open scale-down window: every reading since scaleDown.since asked for
+	// fewer replicas. Unset when the latest reading did not.
+	// +optional
+	ScaleDown *ScalingWindow `json:"scaleDown,omitempty"`
+	// PredictedOutputTokensPerSecondPerReplica is the planner's predicted throughput of one
+	// replica at the observed batch (the mean running requests per replica); at a full batch
+	// it is status.plan.outputTokensPerSecondPerReplica.
 	// +optional
 	PredictedOutputTokensPerSecondPerReplica float64 `json:"predictedOutputTokensPerSecondPerReplica,omitempty"`
-	// ObservedOutputTokensPerSecondPerReplica is the measured per-replica throughput.
+	// ObservedOutputTokensPerSecondPerReplica is the measured per-replica throughput: the
+	// rate of vllm:generation_tokens_total between two readings, averaged over the replicas.
 	// +optional
 	ObservedOutputTokensPerSecondPerReplica float64 `json:"observedOutputTokensPerSecondPerReplica,omitempty"`
-	// ThroughputRatio is observed over predicted per-replica throughput.
+	// ThroughputRatio is observed over predicted per-replica throughput, under load.
 	// +optional
 	ThroughputRatio float64 `json:"throughputRatio,omitempty"`
+	// ThroughputDriftSince is when the ratio last left the operator's drift tolerance; unset
+	// while it is inside. ThroughputDrift turns True once it has stayed out for the drift
+	// window.
+	// +optional
+	ThroughputDriftSince *metav1.Time `json:"throughputDriftSince,omitempty"`
 }
 
 // MixtralDeploymentStatus is the observed state of a MixtralDeployment.
@@ -520,7 +559,7 @@ type MixtralDeploymentStatus struct {
 	ModelCache *ModelCacheStatus `json:"modelCache,omitempty"`
 
 	// Conditions are Planned, Available, Progressing and Degraded (and, with autoscaling,
-	// ScalingActive and ScalingLimited; with model.cache, ModelCached).
+	// ScalingActive, ScalingLimited and ThroughputDrift; with model.cache, ModelCached).
 	// +optional
 	// +listType=map
 	// +listMapKey=type
