@@ -187,6 +187,10 @@ func (w workload) engineArgs() []string {
 		"--ctx-size", strconv.Itoa(int(w.contextSize())),
 		"--max-num-seqs", strconv.Itoa(int(w.plan.BatchSize)),
 	}
+	if w.cacheSpec() != nil {
+		// The loader Job filled the cache claim; the engine opens the pull from it offline.
+		args = append(args, "--model-cache", modelCacheMountPath)
+	}
 	return append(args, w.obj.Spec.Engine.ExtraArgs...)
 }
 
@@ -297,7 +301,8 @@ func (w workload) env() []corev1.EnvVar {
 		// Remote models (hf://, https://) are pulled into the cache volume.
 		{Name: modelCacheEnv, Value: modelCacheMountPath},
 	}
-	if ref := w.obj.Spec.Model.TokenSecretRef; ref != nil {
+	if ref := w.obj.Spec.Model.TokenSecretRef; ref != nil && w.cacheSpec() == nil {
+		// With a cache, only the loader Job downloads, so only it gets the token.
 		env = append(env, corev1.EnvVar{Name: "HF_TOKEN", ValueFrom: &corev1.EnvVarSource{SecretKeyRef: ref.DeepCopy()}})
 	}
 	for _, e := range w.obj.Spec.Engine.Env {
@@ -306,18 +311,17 @@ func (w workload) env() []corev1.EnvVar {
 	return env
 }
 
-// volumes are the model cache (an emptyDir that lives as long as the pod, until the
-// model-sources work backs it with spec.model.cache), the pvc:// claim if any, /dev/shm in
-// memory and a scratch /tmp.
+// volumes are the model cache (the spec.model.cache claim, read-only, or an emptyDir that
+// lives as long as the pod), the pvc:// claim if any, /dev/shm in memory and a scratch /tmp.
 func (w workload) volumes() ([]corev1.Volume, []corev1.VolumeMount) {
 	shm := w.shmSize()
 	volumes := []corev1.Volume{
-		{Name: modelCacheVolumeName, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
+		{Name: modelCacheVolumeName, VolumeSource: w.modelCacheVolumeSource()},
 		{Name: shmVolumeName, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{Medium: corev1.StorageMediumMemory, SizeLimit: &shm}}},
 		{Name: tmpVolumeName, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{SizeLimit: ptr.To(tmpSize.DeepCopy())}}},
 	}
 	mounts := []corev1.VolumeMount{
-		{Name: modelCacheVolumeName, MountPath: modelCacheMountPath},
+		{Name: modelCacheVolumeName, MountPath: modelCacheMountPath, ReadOnly: w.cacheSpec() != nil},
 		{Name: shmVolumeName, MountPath: shmMountPath},
 		{Name: tmpVolumeName, MountPath: tmpMountPath},
 	}
@@ -374,13 +378,15 @@ func (w workload) podTemplate() corev1.PodTemplateSpec {
 			TerminationGracePeriodSeconds: ptr.To(engineStopGrace),
 			NodeSelector:                  nodeSelector,
 			Tolerations:                   tolerations,
+			Affinity:                      w.engineAffinity(),
 			ImagePullSecrets:              pullSecrets,
 			SecurityContext: &corev1.PodSecurityContext{
-				RunAsNonRoot:   ptr.To(true),
-				RunAsUser:      ptr.To(int64(engineUID)),
-				RunAsGroup:     ptr.To(int64(engineUID)),
-				FSGroup:        ptr.To(int64(engineUID)),
-				SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+				RunAsNonRoot:        ptr.To(true),
+				RunAsUser:           ptr.To(int64(engineUID)),
+				RunAsGroup:          ptr.To(int64(engineUID)),
+				FSGroup:             ptr.To(int64(engineUID)),
+				FSGroupChangePolicy: w.fsGroupChangePolicy(),
+				SeccompProfile:      &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
 			},
 			Containers: []corev1.Container{{
 				Name:            engineContainerName,

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -39,6 +40,15 @@ type MixtralDeploymentReconciler struct {
 	EngineImage string
 	// Solve sizes a deployment; nil means planner.Solve. Tests replace it.
 	Solve func(planner.Request) (planner.Result, error)
+	// Progress reads the output of running model loader pods (spec.model.cache) for
+	// status.modelCache; nil reports no progress between a pull's start and its end. The
+	// manager uses PodLogs; tests feed `moe pull` lines.
+	Progress PullProgressSource
+	// PodReader lists loader pods; nil means Client. The manager passes its uncached API
+	// reader, so that no cluster-wide pod informer is started.
+	PodReader client.Reader
+	// PullPollInterval is how often a running pull's progress is read; 0 means 10s.
+	PullPollInterval time.Duration
 }
 
 // scope is one reconcile pass: the object, a snapshot of its status, and what the phases
@@ -56,6 +66,18 @@ type scope struct {
 
 	deployment *appsv1.Deployment
 	service    *corev1.Service
+
+	// cache is what the model-cache phase found; nil without spec.model.cache or a plan.
+	cache *cacheState
+	// requeueAfter, when set, asks for another pass after this long (time-based waits).
+	requeueAfter time.Duration
+}
+
+// requeue asks for another pass after d at the latest.
+func (s *scope) requeue(d time.Duration) {
+	if s.requeueAfter == 0 || d < s.requeueAfter {
+		s.requeueAfter = d
+	}
 }
 
 // +kubebuilder:rbac:groups=serving.moe-operator.io,resources=mixtraldeployments,verbs=get;list;watch;patch
@@ -66,8 +88,8 @@ type scope struct {
 // +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=get;list;watch;create;update;patch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
-// Reconcile runs the phases plan → replicas → workload → service → PDB, then writes status
-// once.
+// Reconcile runs the phases plan → replicas → model cache → workload → service → PDB, then
+// writes status once.
 func (r *MixtralDeploymentReconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ctrl.Result, err error) {
 	obj := &servingv1alpha1.MixtralDeployment{}
 	if err := r.Get(ctx, req.NamespacedName, obj); err != nil {
@@ -101,6 +123,7 @@ func (r *MixtralDeploymentReconciler) Reconcile(ctx context.Context, req ctrl.Re
 	phases := []func(context.Context, *scope) error{
 		r.reconcilePlan,
 		r.reconcileReplicas,
+		r.reconcileModelCache,
 		r.reconcileWorkload,
 		r.reconcileService,
 		r.reconcilePodDisruptionBudget,
@@ -110,7 +133,7 @@ func (r *MixtralDeploymentReconciler) Reconcile(ctx context.Context, req ctrl.Re
 			return ctrl.Result{}, err
 		}
 	}
-	return ctrl.Result{}, nil
+	return ctrl.Result{RequeueAfter: s.requeueAfter}, nil
 }
 
 // reconcilePlan asks the planner for the cheapest configuration that meets the targets. A
@@ -148,7 +171,7 @@ func (r *MixtralDeploymentReconciler) reconcilePlan(ctx context.Context, s *scop
 }
 
 func (r *MixtralDeploymentReconciler) reconcileWorkload(ctx context.Context, s *scope) error {
-	if s.workload == nil {
+	if s.workload == nil || s.cacheHoldsWorkload() {
 		return nil
 	}
 	d, err := applyChild(ctx, r.Client, s.obj, "Deployment", desiredDeployment(*s.workload), &appsv1.Deployment{}, syncDeployment)
@@ -196,6 +219,7 @@ func (r *MixtralDeploymentReconciler) reconcileStatus(ctx context.Context, s *sc
 	}
 	computeStatus(s, reconcileErr)
 	r.recordPlanEvents(s)
+	r.recordModelCacheEvents(s)
 	if equality.Semantic.DeepEqual(s.before.Status, s.obj.Status) {
 		return nil
 	}
@@ -237,6 +261,8 @@ func (r *MixtralDeploymentReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Owns(&appsv1.Deployment{}).
 		Owns(&corev1.Service{}).
 		Owns(&policyv1.PodDisruptionBudget{}).
+		Owns(&batchv1.Job{}).
+		Owns(&corev1.PersistentVolumeClaim{}).
 		Named("mixtraldeployment").
 		Complete(r)
 }

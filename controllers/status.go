@@ -70,8 +70,15 @@ func computeStatus(s *scope, reconcileErr error) {
 		set(servingv1alpha1.ConditionPlanned, metav1.ConditionTrue, servingv1alpha1.ReasonPlanFound, msg)
 	}
 
+	setModelCacheStatus(s, set)
+	holding := s.cacheHoldsWorkload()
+	cacheFailed := s.cache != nil && s.cache.report.failed
+
 	// Available.
 	switch {
+	case d == nil && holding:
+		set(servingv1alpha1.ConditionAvailable, metav1.ConditionFalse, servingv1alpha1.ReasonModelNotCached,
+			"No engine runs until the model is in the cache; see the ModelCached condition.")
 	case d == nil:
 		set(servingv1alpha1.ConditionAvailable, metav1.ConditionFalse, servingv1alpha1.ReasonNotPlanned,
 			"No engine runs because there is no feasible plan; see the Planned condition.")
@@ -89,6 +96,12 @@ func computeStatus(s *scope, reconcileErr error) {
 	// Progressing.
 	rolling := d != nil && rollingOut(d, desired)
 	switch {
+	case d == nil && holding && !cacheFailed:
+		set(servingv1alpha1.ConditionProgressing, metav1.ConditionTrue, servingv1alpha1.ReasonCachingModel,
+			"Caching the model before the engine starts. "+s.cache.report.message)
+	case d == nil && holding:
+		set(servingv1alpha1.ConditionProgressing, metav1.ConditionFalse, servingv1alpha1.ReasonModelNotCached,
+			"No engine Deployment exists because the model could not be cached; see the ModelCached condition.")
 	case d == nil:
 		set(servingv1alpha1.ConditionProgressing, metav1.ConditionFalse, servingv1alpha1.ReasonNotPlanned,
 			"No engine Deployment exists.")
@@ -110,6 +123,8 @@ func computeStatus(s *scope, reconcileErr error) {
 	case reconcileErr != nil:
 		set(servingv1alpha1.ConditionDegraded, metav1.ConditionTrue, servingv1alpha1.ReasonReconcileError,
 			sentence(reconcileErr.Error())+" The operator retries.")
+	case cacheFailed:
+		set(servingv1alpha1.ConditionDegraded, metav1.ConditionTrue, servingv1alpha1.ReasonModelCacheFailed, s.cache.report.message)
 	case stalled != nil && stalled.Status == corev1.ConditionFalse && stalled.Reason == "ProgressDeadlineExceeded":
 		set(servingv1alpha1.ConditionDegraded, metav1.ConditionTrue, servingv1alpha1.ReasonRolloutStalled,
 			"The rollout exceeded its progress deadline: "+stalled.Message+" Check the engine pods' events and logs (scheduling, image pulls, model loading).")

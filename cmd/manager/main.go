@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap/zapcore"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	"k8s.io/client-go/kubernetes"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
@@ -119,10 +120,17 @@ func run(o options) error {
 	if err != nil {
 		return fmt.Errorf("creating the manager: %w", err)
 	}
+	clientset, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return fmt.Errorf("creating the Kubernetes clientset: %w", err)
+	}
 	r := &controllers.MixtralDeploymentReconciler{
 		Client:      mgr.GetClient(),
 		Recorder:    mgr.GetEventRecorder("moe-operator"),
 		EngineImage: o.engineImage,
+		// Model loader pods: listed uncached, their progress read from pods/log.
+		PodReader: mgr.GetAPIReader(),
+		Progress:  controllers.PodLogs{Pods: clientset.CoreV1()},
 	}
 	if err := r.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the MixtralDeployment controller: %w", err)
