@@ -40,6 +40,9 @@ type MixtralDeploymentReconciler struct {
 	EngineImage string
 	// Solve sizes a deployment; nil means planner.Solve. Tests replace it.
 	Solve func(planner.Request) (planner.Result, error)
+	// Autoscaler runs the autoscaling phase; nil means one with the defaults (pod IPs, the
+	// real clock). Tests replace its metrics source and clock.
+	Autoscaler *Autoscaler
 	// Progress reads the output of running model loader pods (spec.model.cache) for
 	// status.modelCache; nil reports no progress between a pull's start and its end. The
 	// manager uses PodLogs; tests feed `moe pull` lines.
@@ -93,6 +96,9 @@ func (s *scope) requeue(d time.Duration) {
 func (r *MixtralDeploymentReconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ctrl.Result, err error) {
 	obj := &servingv1alpha1.MixtralDeployment{}
 	if err := r.Get(ctx, req.NamespacedName, obj); err != nil {
+		if apierrors.IsNotFound(err) {
+			r.autoscaler().Forget(req.NamespacedName)
+		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if !obj.DeletionTimestamp.IsZero() {
@@ -123,6 +129,7 @@ func (r *MixtralDeploymentReconciler) Reconcile(ctx context.Context, req ctrl.Re
 	phases := []func(context.Context, *scope) error{
 		r.reconcilePlan,
 		r.reconcileReplicas,
+		r.reconcileAutoscaling,
 		r.reconcileModelCache,
 		r.reconcileWorkload,
 		r.reconcileService,

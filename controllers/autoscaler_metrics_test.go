@@ -1,0 +1,104 @@
+package controllers
+
+import (
+	"strings"
+	"testing"
+
+	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/moe-operator/moe-operator/engine/server"
+)
+
+// The autoscaler reads the engine's metrics by name without importing the engine; the
+// names must stay the engine's.
+func TestAutoscalerMetricNamesAreTheEngines(t *testing.T) {
+	g := NewWithT(t)
+	g.Expect(metricRequestsRunning).To(Equal(server.MetricRequestsRunning))
+	g.Expect(metricRequestsWaiting).To(Equal(server.MetricRequestsWaiting))
+	g.Expect(metricKVCacheUsage).To(Equal(server.MetricKVCacheUsage))
+	g.Expect(metricGenerationTokens).To(Equal(server.MetricGenerationTokens))
+}
+
+const engineExposition = `# HELP vllm:num_requests_running Requests in the running batch.
+# TYPE vllm:num_requests_running gauge
+vllm:num_requests_running{model_name="tiny"} 3
+# HELP vllm:num_requests_waiting Requests waiting to run (queued or preempted).
+# TYPE vllm:num_requests_waiting gauge
+vllm:num_requests_waiting{model_name="tiny"} 5
+# TYPE vllm:kv_cache_usage_perc gauge
+vllm:kv_cache_usage_perc{model_name="tiny"} 0.25
+# TYPE vllm:generation_tokens_total counter
+vllm:generation_tokens_total{model_name="tiny"} 1234
+# TYPE vllm:e2e_request_latency_seconds histogram
+vllm:e2e_request_latency_seconds_bucket{model_name="tiny",le="0.3"} 1
+vllm:e2e_request_latency_seconds_bucket{model_name="tiny",le="+Inf"} 2
+vllm:e2e_request_latency_seconds_sum{model_name="tiny"} 1.5
+vllm:e2e_request_latency_seconds_count{model_name="tiny"} 2
+# TYPE go_goroutines gauge
+go_goroutines 12
+`
+
+func TestParseEngineMetrics(t *testing.T) {
+	tests := []struct {
+		name    string
+		text    string
+		want    EngineMetrics
+		wantErr string
+	}{
+		{name: "an engine's exposition", text: engineExposition,
+			want: EngineMetrics{Running: 3, Waiting: 5, KVCacheUsage: 0.25, GenerationTokens: 1234}},
+		{name: "series of one name are summed",
+			text: engineExposition + "vllm:num_requests_waiting{model_name=\"other\"} 2\n",
+			want: EngineMetrics{Running: 3, Waiting: 7, KVCacheUsage: 0.25, GenerationTokens: 1234}},
+		{name: "a missing metric is an error",
+			text:    strings.ReplaceAll(engineExposition, "vllm:num_requests_waiting", "vllm:other"),
+			wantErr: "vllm:num_requests_waiting: metric missing"},
+		{name: "a negative load is an error",
+			text:    strings.Replace(engineExposition, "} 3", "} -3", 1),
+			wantErr: "is not a load"},
+		{name: "a NaN is an error",
+			text:    strings.Replace(engineExposition, "} 0.25", "} NaN", 1),
+			wantErr: "is not a load"},
+		{name: "garbage is an error", text: "<html>", wantErr: "parsing /metrics"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			g := NewWithT(t)
+			got, err := parseEngineMetrics(strings.NewReader(tt.text))
+			if tt.wantErr != "" {
+				g.Expect(err).To(MatchError(ContainSubstring(tt.wantErr)))
+				return
+			}
+			g.Expect(err).NotTo(HaveOccurred())
+			g.Expect(got).To(Equal(tt.want))
+		})
+	}
+}
+
+func FuzzParseEngineMetrics(f *testing.F) {
+	f.Add(engineExposition)
+	f.Add("vllm:num_requests_waiting 1e309\n")
+	f.Add("# TYPE x summary\nx{quantile=\"0.5\"} 1\n")
+	f.Fuzz(func(t *testing.T, text string) {
+		m, err := parseEngineMetrics(strings.NewReader(text))
+		if err == nil && (m.Running < 0 || m.Waiting < 0 || m.KVCacheUsage < 0 || m.GenerationTokens < 0) {
+			t.Fatalf("accepted a negative load: %+v", m)
+		}
+	})
+}
+
+func TestPodIPAddresser(t *testing.T) {
+	g := NewWithT(t)
+	pod := func(ip string) *corev1.Pod {
+		return &corev1.Pod{Status: corev1.PodStatus{PodIP: ip}}
+	}
+	addr, err := PodIPAddresser{}.PodAddress(pod("10.1.2.3"), 8000)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(addr).To(Equal("10.1.2.3:8000"))
+	addr, err = PodIPAddresser{}.PodAddress(pod("fd00::7"), 8000)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(addr).To(Equal("[fd00::7]:8000"))
+	_, err = PodIPAddresser{}.PodAddress(pod(""), 8000)
+	g.Expect(err).To(MatchError(ContainSubstring("no IP yet")))
+}
