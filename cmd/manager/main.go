@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"time"
 
 	"go.uber.org/zap/zapcore"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -40,6 +41,8 @@ type options struct {
 	logLevel      zapcore.Level
 	logFormat     string
 	engineImage   string
+	// autoscalerSyncPeriod is how often autoscaled MixtralDeployments' engines are read.
+	autoscalerSyncPeriod time.Duration
 }
 
 // parseFlags reads the command line; it returns flag.ErrHelp for -h.
@@ -59,6 +62,8 @@ func parseFlags(args []string, output io.Writer) (options, error) {
 	fs.StringVar(&o.logFormat, "log-format", "json", "Log format: json or console.")
 	fs.StringVar(&o.engineImage, "engine-image", defaultEngineImage,
 		"Engine image for MixtralDeployments whose spec.engine.image is empty.")
+	fs.DurationVar(&o.autoscalerSyncPeriod, "autoscaler-sync-period", controllers.DefaultAutoscalerSyncPeriod,
+		"How often the built-in autoscaler reads the engine pods' metrics of each MixtralDeployment with autoscaling enabled.")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -73,6 +78,9 @@ func parseFlags(args []string, output io.Writer) (options, error) {
 	}
 	if o.engineImage == "" {
 		return o, errors.New("-engine-image must not be empty")
+	}
+	if o.autoscalerSyncPeriod < time.Second {
+		return o, fmt.Errorf("-autoscaler-sync-period %s: want at least 1s", o.autoscalerSyncPeriod)
 	}
 	return o, nil
 }
@@ -116,6 +124,8 @@ func run(o options) error {
 		LeaderElectionID:              leaderElectionID,
 		LeaderElectionNamespace:       o.leaderElectNS,
 		LeaderElectionReleaseOnCancel: true,
+		// Engine pods are cached for the autoscaler, and only they.
+		Cache: controllers.CacheOptions(),
 	})
 	if err != nil {
 		return fmt.Errorf("creating the manager: %w", err)
@@ -131,6 +141,8 @@ func run(o options) error {
 		// Model loader pods: listed uncached, their progress read from pods/log.
 		PodReader: mgr.GetAPIReader(),
 		Progress:  controllers.PodLogs{Pods: clientset.CoreV1()},
+		// Engine pods' metrics are read at their IPs on the engine port.
+		Autoscaler: &controllers.Autoscaler{SyncPeriod: o.autoscalerSyncPeriod},
 	}
 	if err := r.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the MixtralDeployment controller: %w", err)

@@ -6,6 +6,7 @@ import (
 	"io"
 	"strings"
 	"testing"
+	"time"
 
 	. "github.com/onsi/gomega"
 	"go.uber.org/zap/zapcore"
@@ -26,18 +27,19 @@ func TestParseFlags(t *testing.T) {
 				g.Expect(o.leaderElect).To(BeFalse())
 				g.Expect(o.logLevel).To(Equal(zapcore.InfoLevel))
 				g.Expect(o.engineImage).To(Equal(defaultEngineImage))
+				g.Expect(o.autoscalerSyncPeriod).To(Equal(10 * time.Second))
 			},
 		},
 		{
 			name: "every flag is honoured",
 			args: []string{"-metrics-bind-address=:9443", "-health-probe-bind-address=:9090",
 				"-leader-elect", "-leader-election-namespace=moe-system", "-log-level=debug", "-log-format=console",
-				"-engine-image=example.com/moe:1"},
+				"-engine-image=example.com/moe:1", "-autoscaler-sync-period=5s"},
 			want: func(g Gomega, o options) {
 				g.Expect(o).To(Equal(options{
 					metricsAddr: ":9443", probeAddr: ":9090", leaderElect: true,
 					leaderElectNS: "moe-system", logLevel: zapcore.DebugLevel, logFormat: "console",
-					engineImage: "example.com/moe:1",
+					engineImage: "example.com/moe:1", autoscalerSyncPeriod: 5 * time.Second,
 				}))
 			},
 		},
@@ -45,6 +47,7 @@ func TestParseFlags(t *testing.T) {
 		{name: "panic levels are refused", args: []string{"-log-level=fatal"}, wantErr: "want debug, info, warn or error"},
 		{name: "an unknown log format is refused", args: []string{"-log-format=xml"}, wantErr: "want json or console"},
 		{name: "an empty engine image is refused", args: []string{"-engine-image="}, wantErr: "must not be empty"},
+		{name: "a sync period under a second is refused", args: []string{"-autoscaler-sync-period=100ms"}, wantErr: "want at least 1s"},
 		{name: "positional arguments are refused", args: []string{"extra"}, wantErr: "unexpected arguments"},
 	}
 	for _, tt := range tests {
