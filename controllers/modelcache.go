@@ -147,6 +147,9 @@ func (r *MixtralDeploymentReconciler) applyCacheClaim(ctx context.Context, obj *
 	if !controlled && !retained {
 		return nil, "", &foreignChildError{kind: "PersistentVolumeClaim", name: desired.Name}
 	}
+	if !existing.DeletionTimestamp.IsZero() {
+		return existing, errClaimDeleting, nil
+	}
 	changed := syncLabels(existing, desired)
 	switch {
 	case cacheRetained(spec) && controlled:
@@ -187,6 +190,10 @@ func (r *MixtralDeploymentReconciler) applyCacheClaim(ctx context.Context, obj *
 	}
 	return existing, "", nil
 }
+
+// errClaimDeleting is applyCacheClaim's mismatch for a claim on its way out: the pull waits
+// for it to go, then starts on a new one.
+const errClaimDeleting = "deleting"
 
 // claimMismatch says how an existing claim differs from spec.model.cache in what a claim
 // cannot change: its storage class (when the spec names one) and access mode.
@@ -343,6 +350,10 @@ func assessCache(o cacheObservation) cacheReport {
 	p := &rep.progress
 	p.ClaimName = o.claimName
 	switch {
+	case o.mismatch == errClaimDeleting:
+		rep.reason = servingv1alpha1.ReasonLoaderPending
+		rep.message = fmt.Sprintf("PersistentVolumeClaim %s is being deleted (pods that still use it hold it); a new one is created once it is gone.", o.claimName)
+		return rep
 	case o.mismatch != "":
 		if o.prev != nil {
 			*p = *o.prev.DeepCopy()

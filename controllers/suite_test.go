@@ -105,6 +105,11 @@ func startEnvironment() (func(), error) {
 		Recorder:    mgr.GetEventRecorder("moe-operator"),
 		EngineImage: envtestImage,
 		Solve:       countingSolve,
+		// Loader pods never run in envtest: tests write their status and feed the lines
+		// `moe pull` would print (modelcache_envtest_test.go).
+		Progress:         fedPullOutput,
+		PodReader:        mgr.GetAPIReader(),
+		PullPollInterval: 200 * time.Millisecond,
 	}
 	if err := r.SetupWithManager(mgr); err != nil {
 		_ = testEnv.Stop()
