@@ -1,6 +1,7 @@
 package model_test
 
 import (
+	"fmt"
 	"path/filepath"
 	"testing"
 
@@ -13,7 +14,9 @@ import (
 
 // benchModel is mini's width at two layers and a small vocabulary, so
 // generating it takes a second; per-layer costs are those of mini.
-func benchModel(b *testing.B, typ tensor.DType) *model.Model {
+func benchModel(b *testing.B, typ tensor.DType) *model.Model { return benchModelThreads(b, typ, 1) }
+
+func benchModelThreads(b *testing.B, typ tensor.DType, threads int) *model.Model {
 	b.Helper()
 	c, _ := modelgen.Preset("mini")
 	c.Layers, c.Type, c.Vocab = 2, typ, "4096"
@@ -21,7 +24,7 @@ func benchModel(b *testing.B, typ tensor.DType) *model.Model {
 	if err := modelgen.Write(path, c); err != nil {
 		b.Fatal(err)
 	}
-	m, err := model.Open(path, model.LoadOptions{Threads: 1})
+	m, err := model.Open(path, model.LoadOptions{Threads: threads})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -62,6 +65,26 @@ func BenchmarkPrefill(b *testing.B) {
 					b.Fatal(err)
 				}
 				n += len(prompt)
+			}
+			b.ReportMetric(float64(n)/b.Elapsed().Seconds(), "tok/s")
+		})
+	}
+}
+
+// BenchmarkDecodeThreads shows how decode scales with threads on Q4_0.
+func BenchmarkDecodeThreads(b *testing.B) {
+	for _, threads := range []int{1, 2} {
+		b.Run(fmt.Sprintf("threads=%d", threads), func(b *testing.B) {
+			m := benchModelThreads(b, tensor.Q4_0, threads)
+			s := m.NewSession(0)
+			logits, err := s.Prefill(bench.Prompt(16, m.Config.Vocab), false)
+			if err != nil {
+				b.Fatal(err)
+			}
+			n := 0
+			for b.Loop() {
+				logits, _ = s.Decode(sample.Argmax(logits))
+				n++
 			}
 			b.ReportMetric(float64(n)/b.Elapsed().Seconds(), "tok/s")
 		})
