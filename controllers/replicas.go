@@ -14,8 +14,9 @@ import (
 // replicasFromPlan decides whether the operator writes spec.replicas, and the value. The
 // scale subresource needs spec.replicas to exist, so the operator fills it in from the plan
 // when it is unset, and keeps it following the plan only while it still holds the value the
-// operator last wrote (AnnotationPlannedReplicas). A value anyone else wrote — kubectl
-// scale, an HPA, KEDA, a user's edit — is never overwritten. With the built-in autoscaler
+// operator last wrote (AnnotationPlannedReplicas) and was not last written through the scale
+// subresource (scaledThroughSubresource). A value anyone else wrote — kubectl scale, an HPA,
+// KEDA, a user's edit — is never overwritten. With the built-in autoscaler
 // enabled, the operator only fills in an unset field, clamped to the autoscaler's bounds;
 // from then on the autoscaler owns it.
 func replicasFromPlan(obj *servingv1alpha1.MixtralDeployment, plan servingv1alpha1.Plan) (int32, bool) {
@@ -34,7 +35,7 @@ func replicasFromPlan(obj *servingv1alpha1.MixtralDeployment, plan servingv1alph
 		return want, true
 	}
 	written, ok := obj.Annotations[servingv1alpha1.AnnotationPlannedReplicas]
-	if !ok || written != strconv.Itoa(int(*obj.Spec.Replicas)) || *obj.Spec.Replicas == want {
+	if !ok || written != strconv.Itoa(int(*obj.Spec.Replicas)) || *obj.Spec.Replicas == want || scaledThroughSubresource(obj) {
 		return 0, false
 	}
 	return want, true
@@ -45,7 +46,8 @@ func followsPlan(obj *servingv1alpha1.MixtralDeployment) bool {
 	if obj.Spec.Replicas == nil || (obj.Spec.Autoscaling != nil && obj.Spec.Autoscaling.Enabled) {
 		return false
 	}
-	return obj.Annotations[servingv1alpha1.AnnotationPlannedReplicas] == strconv.Itoa(int(*obj.Spec.Replicas))
+	return obj.Annotations[servingv1alpha1.AnnotationPlannedReplicas] == strconv.Itoa(int(*obj.Spec.Replicas)) &&
+		!scaledThroughSubresource(obj)
 }
 
 // reconcileReplicas writes spec.replicas (and the annotation recording it) when
