@@ -95,6 +95,8 @@ func startEnvironment() (func(), error) {
 		Scheme:                 testScheme,
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
+		// The autoscaler tests run managers of their own (autoscaler_harness_test.go).
+		Cache: suiteCacheOptions(),
 	})
 	if err != nil {
 		_ = testEnv.Stop()
