@@ -46,6 +46,9 @@ const (
 	defaultQueueDepthTarget   = 1.0
 	defaultKVCacheUsageTarget = 0.8
 
+	// minWindowRequeue is the shortest wait for the pass that closes a window.
+	minWindowRequeue = 10 * time.Millisecond
+
 	// scrapeConcurrency bounds the scrapes in flight for one MixtralDeployment.
 	scrapeConcurrency = 16
 	// defaultScaleUpWindow and defaultScaleDownWindow are the CRD's defaults, for objects
@@ -199,7 +202,8 @@ func (r *MixtralDeploymentReconciler) reconcileAutoscaling(ctx context.Context, 
 
 	// Status times are whole seconds on the wire; a pass's time is too, so that a pass
 	// decides the same from the state it wrote as from the state it reads back.
-	now := a.now().Truncate(time.Second)
+	exact := a.now()
+	now := exact.Truncate(time.Second)
 	plan := s.workload.plan
 	current := *s.obj.Spec.Replicas
 	as := &servingv1alpha1.AutoscalingStatus{}
@@ -265,6 +269,19 @@ func (r *MixtralDeploymentReconciler) reconcileAutoscaling(ctx context.Context, 
 		}
 		as.LastScaleTime = &metav1.Time{Time: now}
 		r.recordScale(s, current, d.replicas, spec.Metric, rd, policy, d.hold)
+	}
+
+	// An open window ends on a whole second; the pass that closes it runs then, not at the
+	// next sync period after it.
+	for _, w := range []struct {
+		open   *servingv1alpha1.ScalingWindow
+		length time.Duration
+	}{{d.next.up, policy.upWindow}, {d.next.down, policy.downWindow}} {
+		if w.open != nil {
+			if until := w.open.Since.Add(w.length).Sub(exact); until < s.requeueAfter {
+				s.requeueAfter = max(until, minWindowRequeue)
+			}
+		}
 	}
 
 	// Status.
