@@ -106,6 +106,11 @@ func Run(ctx context.Context, c RunConfig) error {
 	}
 	st := sch.Stats()
 	log.Info("draining", "running", st.Running, "waiting", st.Waiting, "grace", c.ShutdownGrace.String())
+	// Clients that keep connections alive through a Service stay pinned to this replica
+	// after it has left the endpoints. Close the idle connections now and answer on the
+	// busy ones with "Connection: close", so that their next request opens a connection to
+	// another replica instead of meeting a 503 here.
+	hs.SetKeepAlivesEnabled(false)
 	gctx, cancel := context.WithTimeout(context.Background(), c.ShutdownGrace)
 	defer cancel()
 	if err := s.Drain(gctx); err != nil {

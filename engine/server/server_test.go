@@ -676,3 +676,69 @@ func TestRunDrainsInFlightRequestsWhenItsContextEnds(t *testing.T) {
 		t.Fatal("Run did not return after draining")
 	}
 }
+
+// A client that keeps its connection alive (through a Service, pinned to this replica) must
+// not be left sending requests into the drain: when the server starts draining it closes
+// idle connections and ends busy ones after their response, so the client's next request
+// opens a connection to another replica.
+func TestRunEndsKeepAliveWhenDraining(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := "http://" + ln.Addr().String()
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	ran := make(chan error, 1)
+	go func() {
+		ran <- server.Run(ctx, server.RunConfig{
+			Options: server.Options{ModelName: modelName}, Listener: ln, Load: loadTiny,
+			ShutdownGrace: time.Minute,
+		})
+	}()
+	waitFor(t, "ready", func() bool { return do(t, "GET", url+"/ready", nil).status == 200 })
+
+	conn, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	br := bufio.NewReader(conn)
+	get := func() (*http.Response, error) {
+		if _, err := conn.Write([]byte("GET /health HTTP/1.1\r\nHost: engine\r\n\r\n")); err != nil {
+			return nil, err
+		}
+		res, err := http.ReadResponse(br, nil)
+		if err == nil {
+			_, _ = io.Copy(io.Discard, res.Body)
+			res.Body.Close()
+		}
+		return res, err
+	}
+	if res, err := get(); err != nil || res.Close {
+		t.Fatalf("keep-alive request before the drain: %v, close=%v", err, res != nil && res.Close)
+	}
+	// Keep the drain going with requests in flight, so the server is still up below.
+	var streams []func() (string, bool)
+	for range 8 {
+		next, _ := streamStart(t, url+"/v1/completions", greedy(map[string]any{"prompt": "keep going", "max_tokens": 400}))
+		streams = append(streams, next)
+	}
+	stop()
+	// The next request on the kept-alive connection either finds it closed or is the last
+	// one it carries.
+	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+	if res, err := get(); err == nil && !res.Close {
+		t.Errorf("a kept-alive connection still carries requests while the server drains (status %d)", res.StatusCode)
+	}
+	for _, next := range streams {
+		for {
+			if _, ok := next(); !ok {
+				break
+			}
+		}
+	}
+	if err := <-ran; err != nil {
+		t.Errorf("Run: %v", err)
+	}
+}
