@@ -62,17 +62,23 @@ const (
 
 // Default resources per replica when spec.engine.resources leaves them out.
 var (
-	cpuPerGPU           = resource.MustParse("4")
-	memoryPerGPU        = resource.MustParse("16Gi")
-	cpuEngineCPU        = resource.MustParse("2")
-	gpuShmSize          = resource.MustParse("1Gi")
-	cpuShmSize          = resource.MustParse("256Mi")
-	tmpSize             = resource.MustParse("1Gi")
-	engineStopGrace     = int64(45)
-	deploymentHistory   = int32(3)
-	engineManagedFlags  = []string{"--model", "--quantization", "--tensor-parallel", "--port", "--served-model-name", "--ctx-size", "--max-num-seqs"}
-	defaultEnginePort   = int32(8000)
-	defaultResourceName = corev1.ResourceName("nvidia.com/gpu")
+	cpuPerGPU       = resource.MustParse("4")
+	memoryPerGPU    = resource.MustParse("16Gi")
+	cpuEngineCPU    = resource.MustParse("2")
+	gpuShmSize      = resource.MustParse("1Gi")
+	cpuShmSize      = resource.MustParse("256Mi")
+	tmpSize         = resource.MustParse("1Gi")
+	engineStopGrace = int64(45)
+	// endpointDrainSeconds is how long a stopping engine pod keeps serving before it is sent
+	// SIGTERM (a preStop sleep): long enough for the endpoint controller and every
+	// kube-proxy to stop routing new connections to it, so that no request meets its drain
+	// (503) during a rollout or scale-down. The engine then gets the rest of
+	// engineStopGrace (its --shutdown-grace is 30 s) to finish the requests in flight.
+	endpointDrainSeconds = int64(5)
+	deploymentHistory    = int32(3)
+	engineManagedFlags   = []string{"--model", "--quantization", "--tensor-parallel", "--port", "--served-model-name", "--ctx-size", "--max-num-seqs"}
+	defaultEnginePort    = int32(8000)
+	defaultResourceName  = corev1.ResourceName("nvidia.com/gpu")
 )
 
 // workload is everything the desired-object builders read: the object, the plan in effect
@@ -402,6 +408,9 @@ func (w workload) podTemplate() corev1.PodTemplateSpec {
 				StartupProbe:   httpProbe("/ready", startupProbePeriodSeconds, w.startupFailureThreshold()),
 				ReadinessProbe: httpProbe("/ready", 5, 3),
 				LivenessProbe:  httpProbe("/health", 10, 6),
+				Lifecycle: &corev1.Lifecycle{PreStop: &corev1.LifecycleHandler{
+					Sleep: &corev1.SleepAction{Seconds: endpointDrainSeconds},
+				}},
 				SecurityContext: &corev1.SecurityContext{
 					RunAsNonRoot:             ptr.To(true),
 					AllowPrivilegeEscalation: ptr.To(false),

@@ -330,6 +330,11 @@ func TestDesiredDeployment(t *testing.T) {
 	g.Expect(c.LivenessProbe.HTTPGet.Path).To(Equal("/health"))
 	g.Expect(c.LivenessProbe.HTTPGet.Port.StrVal).To(Equal("http"))
 
+	// Stopping: keep serving while the endpoints drop the pod, then the engine's own drain,
+	// all within the grace period.
+	g.Expect(c.Lifecycle.PreStop.Sleep.Seconds).To(Equal(endpointDrainSeconds))
+	g.Expect(*pod.TerminationGracePeriodSeconds).To(BeNumerically(">=", endpointDrainSeconds+30+5))
+
 	// Restricted pod security.
 	g.Expect(*pod.SecurityContext.RunAsNonRoot).To(BeTrue())
 	g.Expect(pod.SecurityContext.SeccompProfile.Type).To(Equal(corev1.SeccompProfileTypeRuntimeDefault))
