@@ -151,9 +151,58 @@ install: ## Apply the CRDs to the cluster in the current kubeconfig (needs kubec
 uninstall: ## Delete the CRDs (and every MixtralDeployment) from the current cluster.
 	kubectl delete --ignore-not-found -f config/crd/bases
 
+.PHONY: images
+images: ## Build the operator and engine images without Docker (dist/images/*.tar, docker archives).
+	go run ./hack/image build --ref operator=$(IMG) --ref engine=$(ENGINE_IMG) operator engine
+
 .PHONY: docker-build
-docker-build: ## Build the operator image with Docker (or CONTAINER_TOOL).
+docker-build: ## Build the operator and engine images with Docker (or CONTAINER_TOOL); same images as `make images`.
 	$(CONTAINER_TOOL) build -t $(IMG) -f Dockerfile.manager .
+	$(CONTAINER_TOOL) build -t $(ENGINE_IMG) -f Dockerfile.engine .
+
+.PHONY: dockerfiles
+dockerfiles: ## Regenerate Dockerfile.manager and Dockerfile.engine from hack/image/images.go.
+	go run ./hack/image dockerfiles
+
+##@ Local cluster, demo and end-to-end tests
+
+.PHONY: demo
+demo: $(HELM) ## Bring up the local cluster (or use KUBECONFIG's), install the operator, serve a small model, chat with it.
+	HELM=$(HELM) IMG=$(IMG) ENGINE_IMG=$(ENGINE_IMG) hack/demo.sh
+
+.PHONY: demo-clean
+demo-clean: ## Delete the demo's namespace and model volume.
+	hack/demo.sh clean
+
+.PHONY: cluster-up
+cluster-up: ## Bring up the local single-node cluster (root; builds Kubernetes once, ~20-33 min).
+	hack/local-cluster/up
+
+.PHONY: cluster-down
+cluster-down: ## Tear down the local cluster and restore the host (root).
+	hack/local-cluster/down
+
+.PHONY: cluster-status
+cluster-status: ## Show the local cluster's daemons and node.
+	@if [[ -x /var/lib/moe-local-cluster/bin/local-cluster ]]; then /var/lib/moe-local-cluster/bin/local-cluster status; else echo "local cluster: down"; fi
+
+.PHONY: deploy
+deploy: $(HELM) ## Build and load the images and install the chart into the local cluster (or KUBECONFIG's).
+	source hack/lib/deploy.sh; HELM=$(HELM); deploy::cluster; deploy::images; deploy::operator
+
+.PHONY: undeploy
+undeploy: $(HELM) ## Uninstall the chart (the CRD and MixtralDeployments stay).
+	if [[ -z "$${KUBECONFIG:-}" && -f /var/lib/moe-local-cluster/kubeconfig ]]; then export KUBECONFIG=/var/lib/moe-local-cluster/kubeconfig; fi; \
+	$(HELM) uninstall moe-operator --namespace moe-system --ignore-not-found --wait
+
+E2E_FLAGS ?= -v -timeout 45m
+.PHONY: test-e2e
+test-e2e: $(HELM) ## End-to-end tests (test/e2e) on the local cluster (or KUBECONFIG's): deploy, then go test -tags e2e.
+	HELM=$(HELM) IMG=$(IMG) ENGINE_IMG=$(ENGINE_IMG) E2E_FLAGS="$(E2E_FLAGS)" hack/test-e2e.sh
+
+.PHONY: test-e2e-kind
+test-e2e-kind: $(HELM) ## The same end-to-end tests on a kind cluster (needs Docker and kind; not runnable on the CI machines).
+	HELM=$(HELM) IMG=$(IMG) ENGINE_IMG=$(ENGINE_IMG) E2E_FLAGS="$(E2E_FLAGS)" hack/test-e2e.sh --kind
 
 ##@ Tools
 
