@@ -538,7 +538,10 @@ func podFailure(pod *corev1.Pod) (code int, text string) {
 	if t == nil {
 		return 0, ""
 	}
-	code, text = int(t.ExitCode), t.Reason
+	code = int(t.ExitCode)
+	if t.Reason != "Error" && t.Reason != "Completed" {
+		text = t.Reason // OOMKilled, ContainerCannotRun, ...
+	}
 	if e, ok := ParsePullLog([]byte(t.Message)); ok && e.Event == "error" {
 		if e.Code != 0 {
 			code = e.Code
