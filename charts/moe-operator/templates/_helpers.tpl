@@ -32,3 +32,8 @@ app.kubernetes.io/component: manager
 {{- default "default" .Values.serviceAccount.name -}}
 {{- end -}}
 {{- end -}}
+
+{{/* The engine image: engineImage, or the project's engine image at the chart's appVersion. */}}
+{{- define "moe-operator.engineImage" -}}
+{{- .Values.engineImage | default (printf "ghcr.io/moe-operator/moe-engine:%s" .Chart.AppVersion) -}}
+{{- end -}}
