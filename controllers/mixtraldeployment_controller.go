@@ -13,9 +13,11 @@ import (
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/client-go/tools/events"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 
@@ -140,7 +142,14 @@ func (r *MixtralDeploymentReconciler) Reconcile(ctx context.Context, req ctrl.Re
 			return ctrl.Result{}, err
 		}
 	}
-	return ctrl.Result{RequeueAfter: s.requeueAfter}, nil
+	result = ctrl.Result{RequeueAfter: s.requeueAfter}
+	if s.requeueAfter > 0 {
+		// Time-based passes (the autoscaler's readings, a pull's progress) share the low
+		// priority, so when the worker is saturated every object still gets its turn in
+		// order, and changes users make go first.
+		result.Priority = ptr.To(handler.LowPriority)
+	}
+	return result, nil
 }
 
 // reconcilePlan asks the planner for the cheapest configuration that meets the targets. A
