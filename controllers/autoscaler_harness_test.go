@@ -6,6 +6,8 @@ import (
 	"math"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -28,6 +30,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/config"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"sigs.k8s.io/yaml"
 
 	servingv1alpha1 "github.com/moe-operator/moe-operator/api/v1alpha1"
 	"github.com/moe-operator/moe-operator/engine/server"
@@ -149,7 +152,7 @@ func (l *loopbackPods) PodAddress(pod *corev1.Pod, _ int32) (string, error) {
 
 // scalerHarness runs a manager of its own over one namespace.
 type scalerHarness struct {
-	t     *testing.T
+	t     testing.TB
 	ns    string
 	clock *clocktesting.FakeClock
 	pods  *loopbackPods
@@ -165,12 +168,20 @@ type scalerHarness struct {
 	started int
 }
 
-func newScalerHarness(t *testing.T) *scalerHarness {
+func newScalerHarness(t testing.TB) *scalerHarness {
 	t.Helper()
-	requireEnvtest(t)
+	if tt, ok := t.(*testing.T); ok {
+		requireEnvtest(tt)
+	} else if envErr != nil {
+		t.Skipf("envtest: %v", envErr)
+	}
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "mxd-"}}
+	if err := k8sClient.Create(context.Background(), ns); err != nil {
+		t.Fatalf("creating a namespace: %v", err)
+	}
 	h := &scalerHarness{
 		t:          t,
-		ns:         newNamespace(t),
+		ns:         ns.Name,
 		clock:      clocktesting.NewFakeClock(time.Date(2026, 3, 1, 9, 0, 0, 0, time.UTC)),
 		pods:       &loopbackPods{},
 		syncPeriod: 100 * time.Millisecond,
@@ -240,7 +251,15 @@ func (h *scalerHarness) restartManager() {
 // create makes a tiny CPU MixtralDeployment with autoscaling and replicas set.
 func (h *scalerHarness) create(name string, replicas int32, as *servingv1alpha1.AutoscalingSpec) *servingv1alpha1.MixtralDeployment {
 	h.t.Helper()
-	obj := loadSample(h.t, cpuSample, h.ns)
+	data, err := os.ReadFile(filepath.Join("..", "config", "samples", cpuSample))
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	obj := &servingv1alpha1.MixtralDeployment{}
+	if err := yaml.UnmarshalStrict(data, obj); err != nil {
+		h.t.Fatal(err)
+	}
+	obj.Namespace = h.ns
 	obj.Name = name
 	obj.Labels = map[string]string{ownManagerLabel: "true"}
 	obj.Spec.Replicas = ptr.To(replicas)
@@ -303,7 +322,7 @@ func (h *scalerHarness) tick(name string, d time.Duration) *servingv1alpha1.Mixt
 	h.clock.Step(d)
 	want := h.clock.Now().Truncate(time.Second)
 	var obj *servingv1alpha1.MixtralDeployment
-	eventually(h.t, func(g Gomega) {
+	h.eventually(func(g Gomega) {
 		obj = get(g, h.ns, name, &servingv1alpha1.MixtralDeployment{})
 		g.Expect(obj.Status.Autoscaling).NotTo(BeNil())
 		g.Expect(obj.Status.Autoscaling.LastScrapeTime).NotTo(BeNil())
@@ -317,7 +336,7 @@ func (h *scalerHarness) tick(name string, d time.Duration) *servingv1alpha1.Mixt
 func (h *scalerHarness) replicas(name string) int32 {
 	h.t.Helper()
 	var n int32
-	eventually(h.t, func(g Gomega) {
+	h.eventually(func(g Gomega) {
 		obj := get(g, h.ns, name, &servingv1alpha1.MixtralDeployment{})
 		g.Expect(obj.Spec.Replicas).NotTo(BeNil())
 		d := get(g, h.ns, name, &appsv1.Deployment{})
@@ -336,14 +355,20 @@ func (h *scalerHarness) scaleTo(name string, replicas int32, manager string) {
 
 // scaleTo reads the scale subresource and writes spec.replicas back through it, as
 // kubectl scale and the HPA controller do.
-func scaleTo(t *testing.T, ns, name string, replicas int32, manager string) {
+func scaleTo(t testing.TB, ns, name string, replicas int32, manager string) {
 	t.Helper()
 	ctx := context.Background()
 	obj := &servingv1alpha1.MixtralDeployment{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}
-	eventually(t, func(g Gomega) {
+	NewWithT(t).Eventually(func(g Gomega) {
 		scale := &autoscalingv1.Scale{}
 		g.Expect(k8sClient.SubResource("scale").Get(ctx, obj, scale)).To(Succeed())
 		scale.Spec.Replicas = replicas
 		g.Expect(k8sClient.SubResource("scale").Update(ctx, obj, client.WithSubResourceBody(scale), client.FieldOwner(manager))).To(Succeed())
-	})
+	}).WithTimeout(30 * time.Second).WithPolling(100 * time.Millisecond).Should(Succeed())
+}
+
+// eventually polls f until it passes, as the suite's eventually does.
+func (h *scalerHarness) eventually(f func(g Gomega)) {
+	h.t.Helper()
+	NewWithT(h.t).Eventually(f).WithTimeout(30 * time.Second).WithPolling(100 * time.Millisecond).Should(Succeed())
 }
