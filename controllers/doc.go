@@ -5,7 +5,11 @@
 //	plan      the planner sizes the deployment from the spec; infeasible targets are
 //	          reported in the Planned condition, not retried
 //	replicas  spec.replicas is filled in from the plan when unset (the scale subresource
-//	          needs it) and follows the plan only while it holds the operator's value
+//	          needs it) and follows the plan only while it holds the operator's value and
+//	          was not written through the scale subresource
+//	autoscale with spec.autoscaling.enabled, the ready engines' metrics are read and
+//	          spec.replicas written through the scale subresource (autoscaler.go,
+//	          docs/autoscaling.md)
 //	workload  the engine Deployment (`moe serve`), built by desiredDeployment
 //	service   the ClusterIP Service, port "http"
 //	pdb       a PodDisruptionBudget allowing one voluntary disruption at a time
