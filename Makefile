@@ -113,7 +113,8 @@ FUZZ_TARGETS := \
 	FuzzLoadTokenizerJSON:./engine/tokenizer \
 	FuzzDotEqualsReference:./engine/tensor \
 	FuzzDecodeCompletionRequest:./engine/server \
-	FuzzDecodeChatRequest:./engine/server
+	FuzzDecodeChatRequest:./engine/server \
+	FuzzParseEngineMetrics:./controllers
 
 .PHONY: fuzz
 fuzz: ## Run every fuzz target for FUZZTIME each (default 30s).
