@@ -8,6 +8,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -97,8 +98,7 @@ func TestEnvtestModelCacheTransitionRules(t *testing.T) {
 			obj.Spec.Model.Cache = &servingv1alpha1.ModelCacheSpec{Size: resource.MustParse("150Gi")}
 			tc.from(obj.Spec.Model.Cache)
 			g.Expect(k8sClient.Create(ctx, obj)).To(Succeed())
-			tc.to(obj.Spec.Model.Cache)
-			err := k8sClient.Update(ctx, obj, client.DryRunAll)
+			err := updateLatest(ctx, obj, func(o *servingv1alpha1.MixtralDeployment) { tc.to(o.Spec.Model.Cache) })
 			g.Expect(apierrors.IsInvalid(err)).To(BeTrue(), "want an Invalid error, got %v", err)
 			g.Expect(err.Error()).To(ContainSubstring(tc.message))
 		})
@@ -111,7 +111,23 @@ func TestEnvtestModelCacheTransitionRules(t *testing.T) {
 		g.Expect(k8sClient.Create(ctx, obj)).To(Succeed())
 		g.Expect(obj.Spec.Model.Cache.AccessMode).To(Equal(corev1.ReadWriteOnce), "the access mode defaults to ReadWriteOnce")
 		g.Expect(obj.Spec.Model.Cache.WhenDeleted).To(Equal(servingv1alpha1.CacheDelete), "the claim is deleted with the object by default")
-		obj.Spec.Model.Cache.Size = resource.MustParse("200Gi")
-		g.Expect(k8sClient.Update(ctx, obj, client.DryRunAll)).To(Succeed())
+		g.Expect(updateLatest(ctx, obj, func(o *servingv1alpha1.MixtralDeployment) {
+			o.Spec.Model.Cache.Size = resource.MustParse("200Gi")
+		})).To(Succeed())
+	})
+}
+
+// updateLatest applies edit to the latest version of obj and submits it as
+// a dry run, retrying when the operator's own writes (it reconciles the
+// object meanwhile) make the resourceVersion stale. Validation errors are
+// returned as they are.
+func updateLatest(ctx context.Context, obj *servingv1alpha1.MixtralDeployment, edit func(*servingv1alpha1.MixtralDeployment)) error {
+	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		latest := &servingv1alpha1.MixtralDeployment{}
+		if err := k8sClient.Get(ctx, client.ObjectKeyFromObject(obj), latest); err != nil {
+			return err
+		}
+		edit(latest)
+		return k8sClient.Update(ctx, latest, client.DryRunAll)
 	})
 }
