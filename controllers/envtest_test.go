@@ -376,9 +376,9 @@ func TestEnvtestScaleSubresource(t *testing.T) {
 
 	g.Expect(scale.Spec.Replicas).To(Equal(obj.Status.Plan.Replicas))
 
-	// kubectl scale and the HPA write spec.replicas through the scale subresource.
-	scale.Spec.Replicas = 3
-	g.Expect(k8sClient.SubResource("scale").Update(ctx, obj, client.WithSubResourceBody(scale))).To(Succeed())
+	// kubectl scale and the HPA write spec.replicas through the scale subresource
+	// (retrying when the operator's status writes made the read stale, as they do).
+	scaleTo(t, ns, obj.Name, 3, "kubectl")
 	eventually(t, func(g Gomega) {
 		g.Expect(*get(g, ns, obj.Name, &appsv1.Deployment{}).Spec.Replicas).To(Equal(int32(3)))
 	})
