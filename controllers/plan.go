@@ -3,6 +3,7 @@ package controllers
 import (
 	"errors"
 	"fmt"
+	"path"
 	"strings"
 
 	servingv1alpha1 "github.com/moe-operator/moe-operator/api/v1alpha1"
@@ -105,7 +106,12 @@ func planRequest(spec servingv1alpha1.MixtralDeploymentSpec) (planner.Request, e
 			OutputTokens: int(t.OutputTokens),
 			Context:      int(t.MaxContextLength),
 		},
-		Overrides: planner.Overrides{Quantization: q, TensorParallelism: int(spec.TensorParallelism)},
+		Overrides: planner.Overrides{Quantization: q, TensorParallelism: int(spec.TensorParallelism),
+			MaxPrecision: storedPrecision(spec.Model)},
+	}
+	if a := spec.Autoscaling; a != nil && a.Enabled && a.MaxReplicas != nil {
+		// A plan the autoscaler could never reach is no plan.
+		req.MaxReplicas = int(*a.MaxReplicas)
 	}
 	if t.OutputTokensPerSecond != nil {
 		req.Targets.OutputTokensPerSecond = float64(*t.OutputTokensPerSecond)
@@ -148,4 +154,28 @@ func plannerMessage(err error) string {
 	msg = strings.ReplaceAll(msg, "planner: ", "")
 	msg = strings.ReplaceAll(msg, errInvalidSpec.Error()+": ", "")
 	return sentence(msg)
+}
+
+// storedPrecision is the precision the model's weights come in, when that caps
+// the plan: the spec's storedPrecision, or what a GGUF file name says
+// (llama.cpp's naming: …Q4_K_M.gguf, …q8_0.gguf). "" means no cap.
+func storedPrecision(m servingv1alpha1.ModelSpec) planner.Quantization {
+	if p := m.StoredPrecision; p != "" && p != servingv1alpha1.QuantizationAuto {
+		return planner.Quantization(p)
+	}
+	name := strings.ToLower(path.Base(m.URI))
+	if !strings.HasSuffix(name, ".gguf") {
+		return ""
+	}
+	for _, f := range strings.FieldsFunc(strings.TrimSuffix(name, ".gguf"), func(r rune) bool { return r == '-' || r == '.' }) {
+		switch {
+		case f == "q8_0" || f == "q8":
+			return planner.Int8
+		case strings.HasPrefix(f, "q2") || strings.HasPrefix(f, "q3") || strings.HasPrefix(f, "q4") ||
+			strings.HasPrefix(f, "q5") || strings.HasPrefix(f, "q6") || strings.HasPrefix(f, "iq"):
+			// Below 8 bits: the planner's nearest precision at or under them is Int4.
+			return planner.Int4
+		}
+	}
+	return ""
 }

@@ -165,3 +165,44 @@ func TestReplicasFromPlan(t *testing.T) {
 		})
 	}
 }
+
+func TestStoredPrecisionCapsThePlan(t *testing.T) {
+	tests := []struct {
+		name  string
+		model servingv1alpha1.ModelSpec
+		want  planner.Quantization
+	}{
+		{"a preset is full precision", servingv1alpha1.ModelSpec{Preset: servingv1alpha1.PresetMixtral8x7B}, ""},
+		{"a Q4_K_M GGUF is Int4", servingv1alpha1.ModelSpec{URI: "hf://TheBloke/Mixtral-8x7B-v0.1-GGUF/mixtral-8x7b-v0.1.Q4_K_M.gguf"}, planner.Int4},
+		{"a Q6_K GGUF can only go down to Int4", servingv1alpha1.ModelSpec{URI: "https://example.com/m/mixtral.Q6_K.gguf"}, planner.Int4},
+		{"a q8_0 GGUF is Int8", servingv1alpha1.ModelSpec{URI: "pvc://models/mixtral-q8_0.gguf"}, planner.Int8},
+		{"an F16 GGUF is not capped", servingv1alpha1.ModelSpec{URI: "file:///models/mixtral-f16.gguf"}, ""},
+		{"a safetensors repository is not capped", servingv1alpha1.ModelSpec{URI: "hf://mistralai/Mixtral-8x7B-v0.1"}, ""},
+		{"the spec's storedPrecision wins", servingv1alpha1.ModelSpec{URI: "hf://org/repo", StoredPrecision: servingv1alpha1.QuantizationInt8}, planner.Int8},
+		{"Auto infers", servingv1alpha1.ModelSpec{URI: "https://h/x.Q4_0.gguf", StoredPrecision: servingv1alpha1.QuantizationAuto}, planner.Int4},
+	}
+	for _, tt := range tests {
+		if got := storedPrecision(tt.model); got != tt.want {
+			t.Errorf("%s: %q, want %q", tt.name, got, tt.want)
+		}
+	}
+}
+
+func TestPlanRequestCarriesTheAutoscalersMaximum(t *testing.T) {
+	spec := servingv1alpha1.MixtralDeploymentSpec{
+		Model:       servingv1alpha1.ModelSpec{Preset: servingv1alpha1.PresetMixtral8x7B},
+		Accelerator: servingv1alpha1.AcceleratorSpec{Type: "h100-80gb"},
+		Autoscaling: &servingv1alpha1.AutoscalingSpec{Enabled: true, MaxReplicas: ptr.To[int32](6)},
+	}
+	req, err := planRequest(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if req.MaxReplicas != 6 {
+		t.Fatalf("MaxReplicas %d, want 6", req.MaxReplicas)
+	}
+	spec.Autoscaling.Enabled = false
+	if req, _ = planRequest(spec); req.MaxReplicas != 0 {
+		t.Fatalf("with autoscaling off MaxReplicas %d, want none", req.MaxReplicas)
+	}
+}

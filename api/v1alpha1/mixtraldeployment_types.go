@@ -103,6 +103,14 @@ type ModelSpec struct {
 	// +kubebuilder:validation:Pattern=`^[A-Za-z0-9][-A-Za-z0-9_.:/]*$`
 	ServedName string `json:"servedName,omitempty"`
 
+	// StoredPrecision is the precision the model's weights are stored in when they come
+	// already quantized: a Q4_K_M or Q4_0 GGUF file is Int4, a Q8_0 one Int8. The engine only
+	// converts weights downwards, so the planner never chooses a higher precision than this.
+	// Empty (or Auto) infers it from a GGUF file name (…Q4_K_M.gguf, …Q8_0.gguf) and
+	// otherwise assumes full-precision weights.
+	// +optional
+	StoredPrecision Quantization `json:"storedPrecision,omitempty"`
+
 	// TokenSecretRef names a Secret key holding an access token for the model source
 	// (a Hugging Face token for gated hf:// repositories). It reaches the engine as HF_TOKEN.
 	// +optional
