@@ -90,3 +90,46 @@ func BenchmarkDecodeThreads(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkDecodeBatch runs decode steps of 1, 4 and 16 sequences together
+// (one Forward per step), as continuous batching does; tok/s counts every
+// sequence's token.
+func BenchmarkDecodeBatch(b *testing.B) {
+	for _, n := range []int{1, 4, 16} {
+		b.Run(fmt.Sprintf("seqs=%d", n), func(b *testing.B) {
+			m := benchModelThreads(b, tensor.Q8_0, 1)
+			c := m.NewCache(n*256, 16)
+			st := m.NewState(64, 256)
+			seqs := make([]model.Seq, n)
+			var batch model.Batch
+			for i := range seqs {
+				if err := c.Reserve(&seqs[i], 256); err != nil {
+					b.Fatal(err)
+				}
+				batch.Reset()
+				for p, tok := range bench.Prompt(16, m.Config.Vocab) {
+					batch.Add(tok+int32(i), p, &seqs[i], false)
+				}
+				if _, err := m.Forward(st, c, &batch); err != nil {
+					b.Fatal(err)
+				}
+			}
+			pos, tokens := 16, 0
+			for b.Loop() {
+				if pos == 256 {
+					b.Fatal("context exhausted")
+				}
+				batch.Reset()
+				for i := range seqs {
+					batch.Add(int32(1000+i), pos, &seqs[i], true)
+				}
+				if _, err := m.Forward(st, c, &batch); err != nil {
+					b.Fatal(err)
+				}
+				pos++
+				tokens += n
+			}
+			b.ReportMetric(float64(tokens)/b.Elapsed().Seconds(), "tok/s")
+		})
+	}
+}

@@ -44,10 +44,18 @@ func (a *Acts) Set(t DType, x []float32, rows, cols int) {
 		if cols%32 != 0 {
 			panic(fmt.Sprintf("tensor: Acts.Set: %d columns is not a multiple of 32", cols))
 		}
-		a.Q = grow(a.Q, n)
-		a.D = grow(a.D, n/32)
-		a.Sum = grow(a.Sum, n/32)
-		quantizeActsQ8_0(a.Q, a.D, a.Sum, x[:n])
+		// Fewer than 4 rows are padded to 4 with copies of the last one, so
+		// the 4-row packed kernels can serve 2 or 3 rows too.
+		padded := max(rows, 4) * cols
+		a.Q = grow(a.Q, padded)
+		a.D = grow(a.D, padded/32)
+		a.Sum = grow(a.Sum, padded/32)
+		quantizeActsQ8_0(a.Q[:n], a.D[:n/32], a.Sum[:n/32], x[:n])
+		for r := rows; r < 4 && rows > 0; r++ {
+			copy(a.Q[r*cols:(r+1)*cols], a.Q[(rows-1)*cols:rows*cols])
+			copy(a.D[r*cols/32:(r+1)*cols/32], a.D[(rows-1)*cols/32:rows*cols/32])
+			copy(a.Sum[r*cols/32:(r+1)*cols/32], a.Sum[(rows-1)*cols/32:rows*cols/32])
+		}
 	case Q8_K:
 		if cols%QK != 0 {
 			panic(fmt.Sprintf("tensor: Acts.Set: %d columns is not a multiple of %d", cols, QK))

@@ -197,6 +197,10 @@ type packedKernel struct {
 	gemv func(w []byte, a *Acts, r int, y []float32)
 	// gemm4 sets y[i*ystride+k] for activation rows r+i, i < 4.
 	gemm4 func(w []byte, a *Acts, r int, y []float32, ystride int)
+	// fused reports that gemm4 unpacks each weight block once for all four
+	// rows, so it beats four gemv calls even when some of its rows are
+	// spare.
+	fused bool
 }
 
 var packedKernels [Q6_K + 1]packedKernel
@@ -216,6 +220,18 @@ func matMulPacked(p *Pool, dst []float32, w *Matrix, a *Acts) {
 				for j := 0; j < 4; j++ {
 					copy(dst[(i+j)*rows+g*packRows:(i+j)*rows+(g+1)*packRows], tmp[j*packRows:(j+1)*packRows])
 				}
+			}
+			if rem := n - i; k.fused && rem >= 2 && len(a.Q) >= 4*a.Cols {
+				// Two or three rows left: one 4-row pass over the last four
+				// rows (or the padding rows of a short batch) costs less than
+				// two or three 1-row passes. A row's result is the same from
+				// either kernel, so rows computed twice agree.
+				r0 := max(0, n-4)
+				k.gemm4(wg, a, r0, tmp[:], packRows)
+				for r := i; r < n; r++ {
+					copy(dst[r*rows+g*packRows:r*rows+(g+1)*packRows], tmp[(r-r0)*packRows:(r-r0+1)*packRows])
+				}
+				i = n
 			}
 			for ; i < n; i++ {
 				k.gemv(wg, a, i, dst[i*rows+g*packRows:i*rows+(g+1)*packRows])

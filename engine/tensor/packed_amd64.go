@@ -109,6 +109,7 @@ func usePackedISA(vnni bool) {
 				_ = a.Q[(r+4)*a.Cols-1]
 				gemm(unsafe.SliceData(w), &a.Q[r*a.Cols], &a.D[r*nb], &a.Sum[r*nb], nb, a.Cols, unsafe.SliceData(y), 4*ystride)
 			},
+			fused: true,
 		}
 	}
 }
