@@ -127,7 +127,7 @@ func quantizeQ8K(q []int8, sums []int32, x []float32) float32 {
 	return 1 / iscale
 }
 
-func quantizeActsQ8_0(q []int8, d []float32, sums []int32, x []float32) {
+func quantizeActsQ8_0Generic(q []int8, d []float32, sums []int32, x []float32) {
 	for b := range d {
 		blk := q[32*b : 32*b+32]
 		d[b] = quantizeQ8_0Ref(blk, x[32*b:32*b+32])

@@ -126,3 +126,17 @@ func dotQ4_0x4(w []byte, a *Acts, r int, out *[4]float32) {
 	q, d := q8Row(a, r)
 	dotQ4_0x4AVX2(unsafe.SliceData(w), unsafe.SliceData(q), unsafe.SliceData(d), len(d), a.Cols, out)
 }
+
+//go:noescape
+func quantizeQ8_0AVX2(x *float32, q *int8, d *float32, s *int32, nb int)
+
+func quantizeActsQ8_0(q []int8, d []float32, sums []int32, x []float32) {
+	if !useAVX2 || len(d) == 0 {
+		quantizeActsQ8_0Generic(q, d, sums, x)
+		return
+	}
+	_ = x[32*len(d)-1]
+	_ = q[32*len(d)-1]
+	_ = sums[len(d)-1]
+	quantizeQ8_0AVX2(unsafe.SliceData(x), unsafe.SliceData(q), unsafe.SliceData(d), unsafe.SliceData(sums), len(d))
+}

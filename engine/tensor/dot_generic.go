@@ -35,3 +35,7 @@ func dotQ4_0x4(w []byte, a *Acts, r int, out *[4]float32) {
 		out[k] = dotQ4_0(w, a, r+k)
 	}
 }
+
+func quantizeActsQ8_0(q []int8, d []float32, sums []int32, x []float32) {
+	quantizeActsQ8_0Generic(q, d, sums, x)
+}

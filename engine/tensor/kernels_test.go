@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"testing"
 )
 
@@ -307,6 +308,28 @@ func testPackedMatMul(t *testing.T) {
 					}
 				}
 			}
+		}
+	}
+}
+
+func TestQ8_0ActivationKernelEqualsReference(t *testing.T) {
+	rng := rand.New(rand.NewPCG(11, 12))
+	for trial := 0; trial < 200; trial++ {
+		nb := 1 + trial%9
+		x := randFloats(rng, 32*nb, float32(math.Pow(10, float64(trial%7-3))))
+		if trial%13 == 0 {
+			clear(x[:32]) // an all-zero block
+		}
+		if trial%17 == 0 {
+			x[5] = 2.5 * x[3] // assorted magnitudes
+		}
+		q1, q2 := make([]int8, len(x)), make([]int8, len(x))
+		d1, d2 := make([]float32, nb), make([]float32, nb)
+		s1, s2 := make([]int32, nb), make([]int32, nb)
+		quantizeActsQ8_0(q1, d1, s1, x)
+		quantizeActsQ8_0Generic(q2, d2, s2, x)
+		if !slices.Equal(q1, q2) || !slices.Equal(d1, d2) || !slices.Equal(s1, s2) {
+			t.Fatalf("trial %d: fast quantization differs from the reference", trial)
 		}
 	}
 }

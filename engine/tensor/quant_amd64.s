@@ -1,0 +1,97 @@
+//go:build amd64 && !purego
+
+#include "textflag.h"
+
+// func quantizeQ8_0AVX2(x *float32, q *int8, d *float32, s *int32, nb int)
+//
+// Quantizes nb blocks of 32 activations as llama.cpp's AVX2 path does:
+// d = fp16(amax/127), q = round_half_even(x * 127/amax) (0 when amax is 0),
+// and s = the block's sum of quants.
+TEXT ·quantizeQ8_0AVX2(SB), NOSPLIT, $0-40
+	MOVQ x+0(FP), SI
+	MOVQ q+8(FP), DI
+	MOVQ d+16(FP), DX
+	MOVQ s+24(FP), R8
+	MOVQ nb+32(FP), CX
+	MOVL $0x7fffffff, AX
+	VMOVD AX, X15
+	VPBROADCASTD X15, Y15       // abs mask
+	MOVL $0x42fe0000, AX        // 127.0
+	VMOVD AX, X14
+	VXORPS X13, X13, X13        // 0.0
+	// dword permutation that undoes the lane interleaving of the packs
+	MOVQ $0x0000000400000000, AX
+	MOVQ AX, X12
+	MOVQ $0x0000000500000001, AX
+	MOVQ AX, X11
+	VPUNPCKLQDQ X11, X12, X12
+	MOVQ $0x0000000600000002, AX
+	MOVQ AX, X11
+	MOVQ $0x0000000700000003, AX
+	MOVQ AX, X10
+	VPUNPCKLQDQ X10, X11, X11
+	VINSERTI128 $1, X11, Y12, Y12
+	TESTQ CX, CX
+	JZ done
+loop:
+	VMOVUPS 0(SI), Y0
+	VMOVUPS 32(SI), Y1
+	VMOVUPS 64(SI), Y2
+	VMOVUPS 96(SI), Y3
+	VANDPS Y15, Y0, Y4
+	VANDPS Y15, Y1, Y5
+	VMAXPS Y5, Y4, Y4
+	VANDPS Y15, Y2, Y5
+	VMAXPS Y5, Y4, Y4
+	VANDPS Y15, Y3, Y5
+	VMAXPS Y5, Y4, Y4
+	VEXTRACTF128 $1, Y4, X5
+	VMAXPS X5, X4, X4
+	VMOVHLPS X4, X4, X5
+	VMAXPS X5, X4, X4
+	VMOVSHDUP X4, X5
+	VMAXSS X5, X4, X4           // amax
+	VDIVSS X14, X4, X6          // amax/127
+	VCVTPS2PH $0, X6, X6
+	VCVTPH2PS X6, X6
+	VMOVSS X6, (DX)
+	VDIVSS X4, X14, X7          // 127/amax
+	VCMPSS $4, X13, X4, X8      // amax != 0
+	VANDPS X8, X7, X7
+	VBROADCASTSS X7, Y7
+	VMULPS Y7, Y0, Y0
+	VMULPS Y7, Y1, Y1
+	VMULPS Y7, Y2, Y2
+	VMULPS Y7, Y3, Y3
+	VROUNDPS $0, Y0, Y0
+	VROUNDPS $0, Y1, Y1
+	VROUNDPS $0, Y2, Y2
+	VROUNDPS $0, Y3, Y3
+	VCVTPS2DQ Y0, Y0
+	VCVTPS2DQ Y1, Y1
+	VCVTPS2DQ Y2, Y2
+	VCVTPS2DQ Y3, Y3
+	VPADDD Y1, Y0, Y8
+	VPADDD Y3, Y2, Y9
+	VPADDD Y9, Y8, Y8
+	VEXTRACTI128 $1, Y8, X9
+	VPADDD X9, X8, X8
+	VPSHUFD $0x4e, X8, X9
+	VPADDD X9, X8, X8
+	VPSHUFD $0xb1, X8, X9
+	VPADDD X9, X8, X8
+	VMOVD X8, (R8)
+	VPACKSSDW Y1, Y0, Y0
+	VPACKSSDW Y3, Y2, Y2
+	VPACKSSWB Y2, Y0, Y0
+	VPERMD Y0, Y12, Y0
+	VMOVDQU Y0, (DI)
+	ADDQ $128, SI
+	ADDQ $32, DI
+	ADDQ $4, DX
+	ADDQ $4, R8
+	DECQ CX
+	JNZ loop
+done:
+	VZEROUPPER
+	RET
