@@ -140,3 +140,16 @@ func quantizeActsQ8_0(q []int8, d []float32, sums []int32, x []float32) {
 	_ = sums[len(d)-1]
 	quantizeQ8_0AVX2(unsafe.SliceData(x), unsafe.SliceData(q), unsafe.SliceData(d), unsafe.SliceData(sums), len(d))
 }
+
+//go:noescape
+func axpyAVX2(y *float32, alpha float32, x *float32, n int)
+
+// axpyFast handles the leading multiple of 8 elements and returns it.
+func axpyFast(y []float32, alpha float32, x []float32) int {
+	n8 := len(y) &^ 7
+	if !useAVX2 || n8 == 0 {
+		return 0
+	}
+	axpyAVX2(unsafe.SliceData(y), alpha, unsafe.SliceData(x), n8)
+	return n8
+}

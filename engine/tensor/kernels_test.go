@@ -333,3 +333,20 @@ func TestQ8_0ActivationKernelEqualsReference(t *testing.T) {
 		}
 	}
 }
+
+func TestAxpy(t *testing.T) {
+	rng := rand.New(rand.NewPCG(13, 14))
+	for _, n := range []int{0, 1, 7, 8, 9, 31, 32, 33, 128, 130} {
+		x, y := randFloats(rng, n, 1), randFloats(rng, n, 1)
+		want := slices.Clone(y)
+		for i := range want {
+			want[i] = float32(float64(want[i]) + float64(0.37)*float64(x[i]))
+		}
+		Axpy(y, 0.37, x)
+		for i := range y {
+			if relErr(y[i], want[i]) > 1e-6 {
+				t.Fatalf("n=%d element %d: %g, want %g", n, i, y[i], want[i])
+			}
+		}
+	}
+}

@@ -16,6 +16,11 @@ func DotF32(a, b []float32) float32 {
 // Axpy sets y[i] += alpha*x[i] over len(y) elements.
 func Axpy(y []float32, alpha float32, x []float32) {
 	x = x[:len(y)]
+	n8 := axpyFast(y, alpha, x)
+	axpyGeneric(y[n8:], alpha, x[n8:])
+}
+
+func axpyGeneric(y []float32, alpha float32, x []float32) {
 	i := 0
 	for ; i+4 <= len(y); i += 4 {
 		y[i] += alpha * x[i]
