@@ -409,9 +409,7 @@ func (m *Model) experts(s *shard, ss *shardState, st *State, l, T int) {
 			ss.actsE.Set(sl.up[e].Type.VecDotType(), xe, n, D)
 		}
 		tensor.MatMul(s.pool, u, sl.up[e], &ss.actsE)
-		for j := range g {
-			g[j] = silu(g[j]) * u[j]
-		}
+		tensor.SwiGLU(g, u)
 		ss.actsH.Set(sl.down[e].Type.VecDotType(), g, n, F)
 		ye := ss.ye[:n*D]
 		tensor.MatMul(s.pool, ye, sl.down[e], &ss.actsH)

@@ -73,9 +73,6 @@ func softmax(x []float32) {
 	}
 }
 
-// silu is x * sigmoid(x).
-func silu(x float32) float32 { return x / (1 + float32(math.Exp(float64(-x)))) }
-
 // dotF32 is the float32 dot product used by attention.
 func dotF32(a, b []float32) float32 { return tensor.DotF32(a, b) }
 

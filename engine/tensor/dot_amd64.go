@@ -153,3 +153,22 @@ func axpyFast(y []float32, alpha float32, x []float32) int {
 	axpyAVX2(unsafe.SliceData(y), alpha, unsafe.SliceData(x), n8)
 	return n8
 }
+
+//go:noescape
+func swigluAVX2(gate *float32, up *float32, n int, consts *[12]float32)
+
+// expConsts are swigluAVX2's constants: clamps, log2(e), ln 2 in two
+// parts, Cephes' expf polynomial, 1.
+var expConsts = [12]float32{
+	88.3762626647949, -88.3762626647949, 1.44269504088896341, 0.693359375, -2.12194440e-4,
+	1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1, 5.0000001201e-1, 1,
+}
+
+func swigluFast(g, u []float32) int {
+	n8 := len(g) &^ 7
+	if !useAVX2 || n8 == 0 {
+		return 0
+	}
+	swigluAVX2(unsafe.SliceData(g), unsafe.SliceData(u), n8, &expConsts)
+	return n8
+}

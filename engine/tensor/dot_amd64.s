@@ -362,3 +362,64 @@ axpy8:
 axpydone:
 	VZEROUPPER
 	RET
+
+// func swigluAVX2(gate *float32, up *float32, n int, consts *[12]float32)
+// g[i] = g[i] / (1 + exp(-g[i])) * u[i] for n floats, n a multiple of 8.
+// exp is Cephes' expf: range reduction by ln 2 in two parts and a degree-5
+// polynomial, within 2 ulp over the float range; consts holds
+// {hi, lo clamps, log2(e), ln2 hi, ln2 lo, p0..p5, 1}.
+TEXT ·swigluAVX2(SB), NOSPLIT, $0-32
+	MOVQ gate+0(FP), DI
+	MOVQ up+8(FP), SI
+	MOVQ n+16(FP), CX
+	MOVQ consts+24(FP), AX
+	VBROADCASTSS 0(AX), Y15   // 88.3762626647949
+	VBROADCASTSS 4(AX), Y14   // -88.3762626647949
+	VBROADCASTSS 8(AX), Y13   // log2(e)
+	VBROADCASTSS 12(AX), Y12  // ln2 hi
+	VBROADCASTSS 16(AX), Y11  // ln2 lo
+	VBROADCASTSS 44(AX), Y10  // 1.0
+	MOVL $127, BX
+	VMOVD BX, X9
+	VPBROADCASTD X9, Y9
+swiglu8:
+	TESTQ CX, CX
+	JZ swiglu_done
+	VMOVUPS (DI), Y0          // g
+	VXORPS Y1, Y1, Y1
+	VSUBPS Y0, Y1, Y1         // x = -g
+	VMINPS Y15, Y1, Y1
+	VMAXPS Y14, Y1, Y1
+	VMULPS Y13, Y1, Y2
+	VROUNDPS $0, Y2, Y2       // n = round(x log2 e)
+	VFNMADD231PS Y12, Y2, Y1  // x -= n ln2hi
+	VFNMADD231PS Y11, Y2, Y1  // x -= n ln2lo  (r)
+	VBROADCASTSS 20(AX), Y3   // p0
+	VBROADCASTSS 24(AX), Y4
+	VFMADD213PS Y4, Y1, Y3    // p0 r + p1
+	VBROADCASTSS 28(AX), Y4
+	VFMADD213PS Y4, Y1, Y3
+	VBROADCASTSS 32(AX), Y4
+	VFMADD213PS Y4, Y1, Y3
+	VBROADCASTSS 36(AX), Y4
+	VFMADD213PS Y4, Y1, Y3
+	VBROADCASTSS 40(AX), Y4
+	VFMADD213PS Y4, Y1, Y3    // ... + p5
+	VMULPS Y1, Y1, Y4         // r^2
+	VFMADD213PS Y1, Y4, Y3    // poly r^2 + r
+	VADDPS Y10, Y3, Y3        // + 1
+	VCVTPS2DQ Y2, Y2
+	VPADDD Y9, Y2, Y2
+	VPSLLD $23, Y2, Y2        // 2^n
+	VMULPS Y2, Y3, Y3         // exp(-g)
+	VADDPS Y10, Y3, Y3        // 1 + exp(-g)
+	VDIVPS Y3, Y0, Y0         // g / (1 + exp(-g))
+	VMULPS (SI), Y0, Y0
+	VMOVUPS Y0, (DI)
+	ADDQ $32, DI
+	ADDQ $32, SI
+	SUBQ $8, CX
+	JMP swiglu8
+swiglu_done:
+	VZEROUPPER
+	RET

@@ -350,3 +350,25 @@ func TestAxpy(t *testing.T) {
 		}
 	}
 }
+
+func TestSwiGLU(t *testing.T) {
+	rng := rand.New(rand.NewPCG(15, 16))
+	for _, n := range []int{1, 8, 13, 256} {
+		g, u := randFloats(rng, n, 6), randFloats(rng, n, 1)
+		g[0], u[0] = -100, 1 // exp overflows in float32: silu is 0
+		if n > 1 {
+			g[1] = 100
+		}
+		want := make([]float32, n)
+		for i := range g {
+			x := float64(g[i])
+			want[i] = float32(x / (1 + math.Exp(-x)) * float64(u[i]))
+		}
+		SwiGLU(g, u)
+		for i := range g {
+			if math.Abs(float64(g[i]-want[i])) > 4e-7*math.Max(1, math.Abs(float64(want[i]))) {
+				t.Fatalf("n=%d element %d: %g, want %g", n, i, g[i], want[i])
+			}
+		}
+	}
+}

@@ -1,6 +1,9 @@
 package tensor
 
-import "unsafe"
+import (
+	"math"
+	"unsafe"
+)
 
 // DotF32 returns sum(a[i]*b[i]) over len(a) elements; b must be at least as
 // long as a.
@@ -30,5 +33,15 @@ func axpyGeneric(y []float32, alpha float32, x []float32) {
 	}
 	for ; i < len(y); i++ {
 		y[i] += alpha * x[i]
+	}
+}
+
+// SwiGLU sets g[i] = silu(g[i]) * u[i] = g[i] / (1 + exp(-g[i])) * u[i], the
+// experts' gated activation, over len(g) elements.
+func SwiGLU(g, u []float32) {
+	u = u[:len(g)]
+	n8 := swigluFast(g, u)
+	for i := n8; i < len(g); i++ {
+		g[i] = g[i] / (1 + float32(math.Exp(float64(-g[i])))) * u[i]
 	}
 }
