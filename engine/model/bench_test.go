@@ -133,3 +133,63 @@ func BenchmarkDecodeBatch(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkTensorParallel compares decode with one shard, two shards that
+// split every expert, and two shards that place whole experts (expert
+// parallelism), at batch 1 and 16, on 2 threads.
+func BenchmarkTensorParallel(b *testing.B) {
+	c, _ := modelgen.Preset("mini")
+	c.Layers, c.Vocab = 2, "4096"
+	path := filepath.Join(b.TempDir(), "tp.gguf")
+	if err := modelgen.Write(path, c); err != nil {
+		b.Fatal(err)
+	}
+	for _, mode := range []struct {
+		name string
+		opts model.LoadOptions
+	}{
+		{"tp=1", model.LoadOptions{Threads: 2}},
+		{"tp=2/split-experts", model.LoadOptions{Threads: 2, TensorParallel: 2}},
+		{"tp=2/whole-experts", model.LoadOptions{Threads: 2, TensorParallel: 2, ExpertParallel: true}},
+	} {
+		for _, n := range []int{1, 16} {
+			b.Run(fmt.Sprintf("%s/seqs=%d", mode.name, n), func(b *testing.B) {
+				m, err := model.Open(path, mode.opts)
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer m.Close()
+				cache := m.NewCache(n*256, 16)
+				st := m.NewState(64, 256)
+				seqs := make([]model.Seq, n)
+				var batch model.Batch
+				for i := range seqs {
+					cache.Reserve(&seqs[i], 256)
+					batch.Reset()
+					for p, tok := range bench.Prompt(8, m.Config.Vocab) {
+						batch.Add(tok+int32(i), p, &seqs[i], false)
+					}
+					if _, err := m.Forward(st, cache, &batch); err != nil {
+						b.Fatal(err)
+					}
+				}
+				pos, tokens := 8, 0
+				for b.Loop() {
+					if pos == 256 {
+						b.Fatal("context exhausted")
+					}
+					batch.Reset()
+					for i := range seqs {
+						batch.Add(int32(1000+7*i+pos), pos, &seqs[i], true)
+					}
+					if _, err := m.Forward(st, cache, &batch); err != nil {
+						b.Fatal(err)
+					}
+					pos++
+					tokens += n
+				}
+				b.ReportMetric(float64(tokens)/b.Elapsed().Seconds(), "tok/s")
+			})
+		}
+	}
+}
