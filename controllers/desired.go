@@ -76,7 +76,7 @@ var (
 	// engineStopGrace (its --shutdown-grace is 30 s) to finish the requests in flight.
 	endpointDrainSeconds = int64(5)
 	deploymentHistory    = int32(3)
-	engineManagedFlags   = []string{"--model", "--quantization", "--tensor-parallel", "--port", "--served-model-name", "--ctx-size", "--max-num-seqs"}
+	engineManagedFlags   = []string{"--model", "--quantization", "--tensor-parallel", "--port", "--served-model-name", "--ctx-size", "--max-num-seqs", "--kv-cache-tokens"}
 	defaultEnginePort    = int32(8000)
 	defaultResourceName  = corev1.ResourceName("nvidia.com/gpu")
 )
@@ -180,6 +180,15 @@ func (w workload) contextSize() int32 {
 	return int32(w.model.ContextLength)
 }
 
+// kvCacheTokens is the KV cache the plan sized memory for: the batch's typical
+// sequences (prompt + output each), and never less than one full context. The
+// engine gets exactly that, so it stays inside the memory the pod requests.
+func (w workload) kvCacheTokens() int32 {
+	t := w.obj.Spec.Targets
+	perSeq := t.PromptTokens + t.OutputTokens
+	return max(w.plan.BatchSize*perSeq, w.contextSize())
+}
+
 // engineArgs is the engine's command line after the image's `moe` entrypoint.
 func (w workload) engineArgs() []string {
 	model, _ := modelSource(w.obj.Spec.Model)
@@ -192,6 +201,7 @@ func (w workload) engineArgs() []string {
 		"--served-model-name", servedModelName(w.obj),
 		"--ctx-size", strconv.Itoa(int(w.contextSize())),
 		"--max-num-seqs", strconv.Itoa(int(w.plan.BatchSize)),
+		"--kv-cache-tokens", strconv.Itoa(int(w.kvCacheTokens())),
 	}
 	if w.cacheSpec() != nil {
 		// The loader Job filled the cache claim; the engine opens the pull from it offline.

@@ -145,6 +145,10 @@ func TestEngineArgs(t *testing.T) {
 			g.Expect(flagValue(args, "--quantization")).To(Equal(strings.ToLower(w.plan.Quantization)))
 			g.Expect(flagValue(args, "--tensor-parallel")).To(Equal(strconv.Itoa(int(w.plan.TensorParallelism))))
 			g.Expect(flagValue(args, "--max-num-seqs")).To(Equal(strconv.Itoa(int(w.plan.BatchSize))))
+			kv, _ := strconv.Atoi(flagValue(args, "--kv-cache-tokens"))
+			ctx, _ := strconv.Atoi(tt.wantCtx)
+			g.Expect(kv).To(BeNumerically(">=", ctx), "the KV cache holds at least one full context")
+			g.Expect(kv).To(BeNumerically(">=", int(w.plan.BatchSize)), "and a token per planned sequence")
 			g.Expect(flagValue(args, "--port")).To(Equal("8000"))
 			for _, f := range engineManagedFlags {
 				g.Expect(args).To(ContainElement(f), "the operator sets %s", f)

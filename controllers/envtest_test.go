@@ -123,6 +123,7 @@ func TestEnvtestCreateGPUDeployment(t *testing.T) {
 		"--served-model-name", "mixtral-8x7b-instruct",
 		"--ctx-size", "32768",
 		"--max-num-seqs", strconv.Itoa(int(plan.BatchSize)),
+		"--kv-cache-tokens", strconv.Itoa(int(max(plan.BatchSize*(1000+250), 32768))),
 	}))
 	g.Expect(c.Env).To(ContainElement(HaveField("Name", "HF_TOKEN")))
 

@@ -167,7 +167,7 @@ var celCases = []celCase{
 		mutate: func(o *servingv1alpha1.MixtralDeployment) {
 			o.Spec.Engine.ExtraArgs = []string{"--threads", "4", "--port=9000"}
 		},
-		message: "engine.extraArgs must not set --model, --quantization, --tensor-parallel, --port, --served-model-name, --ctx-size or --max-num-seqs: the operator sets them from the spec and the plan",
+		message: "engine.extraArgs must not set --model, --quantization, --tensor-parallel, --port, --served-model-name, --ctx-size, --max-num-seqs or --kv-cache-tokens: the operator sets them from the spec and the plan",
 	},
 	{
 		name: "a startup timeout too short to load anything",

@@ -334,7 +334,7 @@ type AutoscalingSpec struct {
 
 // EngineSpec tunes the engine container (`moe serve`).
 //
-// +kubebuilder:validation:XValidation:rule="!has(self.extraArgs) || self.extraArgs.all(a, !['--model', '--quantization', '--tensor-parallel', '--port', '--served-model-name', '--ctx-size', '--max-num-seqs'].exists(f, a == f || a.startsWith(f + '=')))",message="engine.extraArgs must not set --model, --quantization, --tensor-parallel, --port, --served-model-name, --ctx-size or --max-num-seqs: the operator sets them from the spec and the plan"
+// +kubebuilder:validation:XValidation:rule="!has(self.extraArgs) || self.extraArgs.all(a, !['--model', '--quantization', '--tensor-parallel', '--port', '--served-model-name', '--ctx-size', '--max-num-seqs', '--kv-cache-tokens'].exists(f, a == f || a.startsWith(f + '=')))",message="engine.extraArgs must not set --model, --quantization, --tensor-parallel, --port, --served-model-name, --ctx-size, --max-num-seqs or --kv-cache-tokens: the operator sets them from the spec and the plan"
 type EngineSpec struct {
 	// Image is the engine image. Defaults to the operator's --engine-image.
 	// +optional
