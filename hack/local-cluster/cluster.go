@@ -537,7 +537,9 @@ func down(ctx context.Context) error {
 	}
 	for _, l := range links() {
 		if !contains(c.Host.Links, l) {
-			if out, err := exec.CommandContext(ctx, "ip", "link", "delete", l).CombinedOutput(); err != nil {
+			if out, err := exec.CommandContext(ctx, "ip", "link", "delete", l).CombinedOutput(); err != nil && linkExists(l) {
+				// A veth goes away by itself when its peer's namespace or its peer is
+				// deleted, so a link that vanished between listing and deleting is fine.
 				note(fmt.Errorf("ip link delete %s: %w: %s", l, err, out))
 			}
 		}

@@ -149,6 +149,12 @@ func links() []string {
 	return ifaces
 }
 
+// linkExists reports whether the network link is still there.
+func linkExists(name string) bool {
+	_, err := os.Lstat(filepath.Join("/sys/class/net", name))
+	return err == nil
+}
+
 // netInterfaces lists link names from /sys/class/net.
 func netInterfaces() ([]string, error) {
 	entries, err := os.ReadDir("/sys/class/net")
