@@ -2,6 +2,7 @@ package tensor
 
 import (
 	"math"
+	"math/rand/v2"
 	"testing"
 )
 
@@ -58,5 +59,23 @@ func TestBF16(t *testing.T) {
 	}
 	if got := BF16ToFP32(0xc040); got != -3 {
 		t.Fatalf("BF16ToFP32(0xc040) = %g", got)
+	}
+}
+
+// roundHalfAway must be C's roundf (math.Round) for every float32 a
+// quantizer can meet, including the halves and the float32 just below 0.5
+// (where adding 0.5 in float32 would round up).
+func TestRoundHalfAway(t *testing.T) {
+	cases := []float32{0, 0.5, -0.5, 1.5, -1.5, 2.5, -2.5, 126.5, -127.5, 127,
+		math.Nextafter32(0.5, 0), -math.Nextafter32(0.5, 0), math.Nextafter32(1.5, 0),
+		math.Nextafter32(2.5, 10), 1e-30, -1e-30, math.SmallestNonzeroFloat32}
+	rng := rand.New(rand.NewPCG(9, 9))
+	for range 100000 {
+		cases = append(cases, float32(rng.NormFloat64()*100))
+	}
+	for _, x := range cases {
+		if got, want := roundHalfAway(x), float32(math.Round(float64(x))); got != want {
+			t.Fatalf("roundHalfAway(%v) = %v, want %v", x, got, want)
+		}
 	}
 }

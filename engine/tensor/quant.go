@@ -176,16 +176,27 @@ func mustRow(t DType, buf []byte, n int) {
 	}
 }
 
-// roundHalfAway is C's roundf.
-func roundHalfAway(x float32) float32 { return float32(math.Round(float64(x))) }
+// roundHalfAway is C's roundf. Adding ±0.5 in float64 is exact for any
+// float32, so truncating the sum rounds halves away from zero (in float32,
+// 0.49999997+0.5 would round up to 1); it is much cheaper than math.Round.
+func roundHalfAway(x float32) float32 { return float32(roundHalfAwayInt(x)) }
+
+// roundHalfAwayInt is roundHalfAway as an integer, for |x| < 2^31.
+func roundHalfAwayInt(x float32) int32 {
+	f := float64(x)
+	return int32(f + math.Copysign(0.5, f))
+}
 
 // roundHalfEven is what SIMD rounding and llama.cpp's nearest_int do.
 func roundHalfEven(x float32) float32 { return float32(math.RoundToEven(float64(x))) }
 
 func quantQ8_0(dst []byte, x []float32) {
+	x, dst = x[:32], dst[:34]
 	var amax float32
 	for _, v := range x {
-		amax = max(amax, abs32(v))
+		if a := abs32(v); a > amax {
+			amax = a
+		}
 	}
 	d := amax / 127
 	var id float32
@@ -193,8 +204,9 @@ func quantQ8_0(dst []byte, x []float32) {
 		id = 1 / d
 	}
 	binary.LittleEndian.PutUint16(dst, FP32ToFP16(d))
+	q := dst[2:34]
 	for j, v := range x {
-		dst[2+j] = byte(int8(roundHalfAway(v * id)))
+		q[j] = byte(int8(roundHalfAwayInt(v * id)))
 	}
 }
 
