@@ -362,9 +362,9 @@ func httpProbe(path string, period, failures int32) *corev1.Probe {
 	}
 }
 
-// podTemplate is the engine pod template without the template-hash label.
-func (w workload) podTemplate() corev1.PodTemplateSpec {
-	name := w.obj.Name
+// engineImage is the engine image (the operator's default unless the spec names one),
+// its pull policy and pull secrets, for the engine pods and the model loader alike.
+func (w workload) engineImage() (string, corev1.PullPolicy, []corev1.LocalObjectReference) {
 	image := w.obj.Spec.Engine.Image
 	if image == "" {
 		image = w.image
@@ -373,12 +373,19 @@ func (w workload) podTemplate() corev1.PodTemplateSpec {
 	if pullPolicy == "" {
 		pullPolicy = corev1.PullIfNotPresent
 	}
-	nodeSelector, tolerations := w.placement()
-	volumes, mounts := w.volumes()
 	var pullSecrets []corev1.LocalObjectReference
 	for _, s := range w.obj.Spec.Engine.ImagePullSecrets {
 		pullSecrets = append(pullSecrets, s)
 	}
+	return image, pullPolicy, pullSecrets
+}
+
+// podTemplate is the engine pod template without the template-hash label.
+func (w workload) podTemplate() corev1.PodTemplateSpec {
+	name := w.obj.Name
+	image, pullPolicy, pullSecrets := w.engineImage()
+	nodeSelector, tolerations := w.placement()
+	volumes, mounts := w.volumes()
 	return corev1.PodTemplateSpec{
 		ObjectMeta: metav1.ObjectMeta{
 			Labels: commonLabels(name),

@@ -209,19 +209,8 @@ func (w workload) modelCacheVolumeSource() corev1.VolumeSource {
 // claim, placed like the engine pods (so a local volume lands on a node they can use) but
 // requesting no accelerator, under the same restricted security context.
 func (w workload) loaderPodTemplate() corev1.PodTemplateSpec {
-	image := w.obj.Spec.Engine.Image
-	if image == "" {
-		image = w.image
-	}
-	pullPolicy := w.obj.Spec.Engine.ImagePullPolicy
-	if pullPolicy == "" {
-		pullPolicy = corev1.PullIfNotPresent
-	}
+	image, pullPolicy, pullSecrets := w.engineImage()
 	nodeSelector, tolerations := w.placement()
-	var pullSecrets []corev1.LocalObjectReference
-	for _, s := range w.obj.Spec.Engine.ImagePullSecrets {
-		pullSecrets = append(pullSecrets, s)
-	}
 	return corev1.PodTemplateSpec{
 		ObjectMeta: metav1.ObjectMeta{
 			Labels:      modelCacheLabels(w.obj.Name),
