@@ -102,6 +102,8 @@ openai-client: $(OPENAI_CLIENT_STAMP) ## Install the openai npm client the serve
 test: reference openai-client $(HELM) ## Run the tests (envtest control plane and helm included) for TEST_PKGS (default ./...).
 	assets="$$(hack/setup-envtest.sh)"; \
 	KUBEBUILDER_ASSETS="$$assets" MOE_REQUIRE_ENVTEST=1 HELM=$(HELM) MOE_REQUIRE_HELM=1 go test $(TEST_FLAGS) $(TEST_PKGS)
+	@# The portable kernels (arm64 and other CPUs without AVX2) as the main path, not only beside the assembly.
+	$(if $(filter ./...,$(TEST_PKGS)),go test $(TEST_FLAGS) -tags purego ./engine/tensor ./engine/model)
 
 # Every fuzz target and its package. `make fuzz` runs each for FUZZTIME (the
 # GGUF reader, the parser users' files meet first, for at least 30 s).

@@ -68,6 +68,14 @@ func diff(a, b []float32, V int) (worst, median float64) {
 	return worst, per[len(per)/2]
 }
 
+// formatTolerance bounds the HF-vs-GGUF logit difference. The two files
+// order Q and K's head dimensions differently (rotate_half against
+// interleaved pairs), so attention sums in another order; in F32 that stays
+// at rounding level (the 1e-4), but F16 and BF16 models round their
+// activations to the weight type, where a last-bit difference can move a
+// value by one half-precision step, so those get llama.cpp parity's bounds.
+var formatTolerance = map[tensor.DType]float64{tensor.F32: 1e-4, tensor.F16: 5e-3, tensor.BF16: 0.05}
+
 var parityPrompt = []int32{1, 300, 301, 302, 350, 420, 299, 310, 311, 460, 303, 305, 400, 401, 330, 331}
 
 func TestHFCheckpointGivesTheGGUFLogits(t *testing.T) {
@@ -97,9 +105,10 @@ func TestHFCheckpointGivesTheGGUFLogits(t *testing.T) {
 			want := logits(t, g, model.LoadOptions{}, parityPrompt)
 			got := logits(t, h, model.LoadOptions{}, parityPrompt)
 			worst, _ := diff(got, want, len(got)/len(parityPrompt))
-			t.Logf("max |Δlogit| HF vs GGUF: %.3g", worst)
-			if worst > 1e-4 {
-				t.Fatalf("max logit difference %.3g exceeds 1e-4", worst)
+			tol := formatTolerance[c.Type]
+			t.Logf("max |Δlogit| HF vs GGUF: %.3g (tolerance %g)", worst, tol)
+			if worst > tol {
+				t.Fatalf("max logit difference %.3g exceeds %g", worst, tol)
 			}
 		})
 	}
