@@ -695,10 +695,10 @@ func (s *Scheduler) emit(q *sequence, tok int32, raw []float32, now time.Time) {
 // running set (at the next compact) or the queue.
 func (s *Scheduler) finish(q *sequence, reason FinishReason, text string, err error) {
 	s.cache.Release(&q.kv)
-	q.out.end(text, reason, q.usage(), err)
-	if s.obs != nil {
+	if s.obs != nil { // before the stream ends, so a client that saw the end finds it counted
 		s.obs.Finished(reason, time.Since(q.arrival))
 	}
+	q.out.end(text, reason, q.usage(), err)
 	q.out = nil // marks it finished
 }
 

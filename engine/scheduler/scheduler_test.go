@@ -453,6 +453,8 @@ func TestObserverAndCountersSeeEveryRequestAndToken(t *testing.T) {
 	if obs.scheduled.Load() != 3 || obs.first.Load() != 3 || obs.next.Load() != int64(total-3) {
 		t.Errorf("observer saw %d scheduled, %d first, %d next tokens", obs.scheduled.Load(), obs.first.Load(), obs.next.Load())
 	}
+	obs.mu.Lock()
+	defer obs.mu.Unlock()
 	if fmt.Sprint(obs.finished) != "map[length:3]" {
 		t.Errorf("finished %v", obs.finished)
 	}
