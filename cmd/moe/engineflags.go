@@ -27,7 +27,7 @@ type engineFlags struct {
 func (e *engineFlags) register(f *pflag.FlagSet) {
 	f.StringVar(&e.model, "model", "", "the model: a GGUF file, a Hugging Face checkpoint directory, or a URI (hf://org/repo[@rev][/file], https://…, pvc://claim/path, file:///path); remote ones are pulled into --model-cache first unless already there")
 	f.StringVar(&e.modelCache, "model-cache", "", "where remote models are cached (default $MOE_MODEL_CACHE or ${XDG_CACHE_HOME:-~/.cache}/moe/models)")
-	f.IntVar(&e.threads, "threads", 0, "compute threads (0: all CPUs)")
+	f.IntVar(&e.threads, "threads", 0, "compute threads (0: the CPUs Go may use, GOMAXPROCS, which follows a container limit)")
 	f.IntVar(&e.tensorParallel, "tensor-parallel", 1, "tensor-parallel shards")
 	f.IntVar(&e.ctxSize, "ctx-size", 0, "maximum sequence length (0: the model's context length)")
 	f.StringVar(&e.quantization, "quantization", "auto", "convert weights at load: auto (keep the file's), bf16, fp8 (Q8_0 on CPUs), int8 (Q8_0) or int4 (Q4_0)")

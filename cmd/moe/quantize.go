@@ -45,6 +45,6 @@ func newQuantizeCmd() *cobra.Command {
 	cmd.Flags().StringVar(&in, "in", "", "input GGUF model")
 	cmd.Flags().StringVar(&out, "out", "", "output GGUF model")
 	cmd.Flags().StringVar(&typ, "type", "", "q8_0, q4_0 or q4_k")
-	cmd.Flags().IntVar(&threads, "threads", 0, "threads (0: all CPUs)")
+	cmd.Flags().IntVar(&threads, "threads", 0, "threads (0: GOMAXPROCS)")
 	return cmd
 }

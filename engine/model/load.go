@@ -263,7 +263,7 @@ func (l ggufLoader) experts(layer int, kind string, rows, cols, n int) ([]*tenso
 
 // LoadOptions tune how a model is loaded.
 type LoadOptions struct {
-	// Threads is the total number of compute threads (0: all CPUs).
+	// Threads is the total number of compute threads (0: GOMAXPROCS).
 	Threads int
 	// TensorParallel splits the model into this many shards (0 or 1: none).
 	TensorParallel int

@@ -80,7 +80,7 @@ func New(c Config, w *Weights, tok *tokenizer.Tokenizer, opts LoadOptions) (*Mod
 	}
 	threads := opts.Threads
 	if threads <= 0 {
-		threads = runtime.NumCPU()
+		threads = runtime.GOMAXPROCS(0)
 	}
 	m := &Model{Config: c, Tokenizer: tok, outNorm: w.OutNorm, reducer: SumReducer{}, pool: tensor.NewPool(threads)}
 	b := builder{w: w, pool: m.pool, progress: opts.Progress}
