@@ -66,11 +66,15 @@ flight get --shutdown-grace to finish before the process exits 0.`,
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, os.Interrupt)
 			defer stop()
+			logger := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), nil))
+			if msg := applyMemoryLimit(); msg != "" {
+				logger.Info(msg)
+			}
 			return server.Run(ctx, server.RunConfig{
 				Options: server.Options{
 					ModelName: name,
 					APIKey:    apiKey,
-					Logger:    slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), nil)),
+					Logger:    logger,
 				},
 				Listener:      ln,
 				Load:          func() (*model.Model, error) { return ef.open() },

@@ -1,0 +1,53 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"runtime/debug"
+	"strconv"
+	"strings"
+)
+
+// cgroupMemoryFiles hold a container's memory limit: cgroup v2, then v1.
+var cgroupMemoryFiles = []string{"/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"}
+
+// memoryLimitFraction of the container's limit becomes the Go runtime's soft
+// limit, leaving room for what the runtime does not count: mostly the mapped
+// model file's page cache, which the kernel can reclaim.
+const memoryLimitFraction = 0.9
+
+// applyMemoryLimit gives the Go runtime a soft memory limit from the container's,
+// unless GOMEMLIMIT sets one. The engine's heap is mostly long-lived (packed
+// weights, the KV cache), so the default GOGC target (twice the live heap)
+// would let garbage grow the process by the size of the model before a
+// collection, past the memory the pod requests; with a limit the collector runs
+// before that. It returns what it did, for the log ("" when nothing).
+func applyMemoryLimit() string {
+	if os.Getenv("GOMEMLIMIT") != "" {
+		return ""
+	}
+	for _, f := range cgroupMemoryFiles {
+		limit, ok := readMemoryLimit(f)
+		if !ok {
+			continue
+		}
+		soft := int64(float64(limit) * memoryLimitFraction)
+		debug.SetMemoryLimit(soft)
+		return fmt.Sprintf("Go memory limit %d MiB (%.0f%% of the container's %d MiB in %s)", soft>>20, memoryLimitFraction*100, limit>>20, f)
+	}
+	return ""
+}
+
+// readMemoryLimit reads a cgroup memory limit file; "max" (v2) and the huge
+// value v1 uses for no limit report none.
+func readMemoryLimit(path string) (int64, bool) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0, false
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+	if err != nil || n <= 0 || n >= 1<<60 {
+		return 0, false
+	}
+	return n, true
+}
