@@ -198,7 +198,7 @@ func TestPullContract(t *testing.T) {
 	g.Expect(modelgen.ExportHF(gguf, filepath.Join(dir, "hf"), modelgen.HFOptions{MaxShardBytes: 300 << 10})).To(Succeed())
 	hub := sourcetest.NewHub()
 	defer hub.Close()
-	hub.Token = "hf_operator_test"
+	hub.SetToken("hf_operator_test")
 	hub.AddRepo("test/tiny", filepath.Join(dir, "hf"), nil)
 
 	obj := tinyCPU()
@@ -213,7 +213,7 @@ func TestPullContract(t *testing.T) {
 	bin := buildMoe(t)
 	dest := t.TempDir()
 
-	out, termination, code := loaderRun(t, bin, job, dest, hub.Token)
+	out, termination, code := loaderRun(t, bin, job, dest, hub.Token())
 	g.Expect(code).To(BeZero(), "moe pull: %s", out)
 
 	// Every tail of the output (what pods/log returns while the pull runs) parses to the
@@ -272,7 +272,7 @@ func TestPullContract(t *testing.T) {
 	hub.SetFault("api", nil)
 
 	// The Job run again (deleted to retry, or a new spec) transfers nothing.
-	_, termination, code = loaderRun(t, bin, job, dest, hub.Token)
+	_, termination, code = loaderRun(t, bin, job, dest, hub.Token())
 	g.Expect(code).To(BeZero())
 	again, _ := ParsePullLog(termination)
 	g.Expect(again.Event).To(Equal("done"))
@@ -287,7 +287,7 @@ func TestPullContract(t *testing.T) {
 		say    string
 	}{
 		{"a rejected token", "hf://test/tiny", "hf_wrong", servingv1alpha1.ReasonTokenRejected, "rejected"},
-		{"a repository that does not exist", "hf://test/missing", hub.Token, servingv1alpha1.ReasonModelNotFound, "not found"},
+		{"a repository that does not exist", "hf://test/missing", hub.Token(), servingv1alpha1.ReasonModelNotFound, "not found"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

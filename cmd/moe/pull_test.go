@@ -124,9 +124,9 @@ func TestPullExitCodes(t *testing.T) {
 		code int
 		say  string
 	}{
-		{"401 without a token", []string{"hf://test/tiny"}, func() { hub.Token = "secret" }, source.ExitAuth, "HF_TOKEN"},
-		{"token from a file", []string{"hf://test/tiny", "--token-file", "TOKENFILE"}, func() { hub.Token = "secret" }, 0, ""},
-		{"404", []string{"hf://test/missing"}, func() { hub.Token = "" }, source.ExitNotFound, "not found"},
+		{"401 without a token", []string{"hf://test/tiny"}, func() { hub.SetToken("secret") }, source.ExitAuth, "HF_TOKEN"},
+		{"token from a file", []string{"hf://test/tiny", "--token-file", "TOKENFILE"}, func() { hub.SetToken("secret") }, 0, ""},
+		{"404", []string{"hf://test/missing"}, func() { hub.SetToken("") }, source.ExitNotFound, "not found"},
 		{"bad URI", []string{"s3://bucket/model"}, nil, source.ExitUsage, "unknown scheme"},
 		{"no URI", []string{}, nil, source.ExitUsage, "exactly one URI"},
 		{"bad flag", []string{"hf://test/tiny", "--parallel", "many"}, nil, source.ExitUsage, "invalid argument"},

@@ -40,7 +40,7 @@ func TestMain(m *testing.M) {
 func pullProcess(t *testing.T, hub *sourcetest.Hub, uri, dest string) (*exec.Cmd, *bytes.Buffer) {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), "MOE_SOURCE_TEST_PULL="+uri, "MOE_SOURCE_TEST_DEST="+dest, "HF_ENDPOINT="+hub.URL(), "HF_TOKEN="+hub.Token)
+	cmd.Env = append(os.Environ(), "MOE_SOURCE_TEST_PULL="+uri, "MOE_SOURCE_TEST_DEST="+dest, "HF_ENDPOINT="+hub.URL(), "HF_TOKEN="+hub.Token())
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
@@ -74,7 +74,7 @@ func (r *recorder) kinds(kind string) []Event {
 }
 
 func hubOptions(h *sourcetest.Hub, dest string, rec *recorder) Options {
-	o := Options{Dest: dest, Endpoint: h.URL(), Token: h.Token, Backoff: time.Millisecond, Retries: 3, ProgressInterval: 10 * time.Millisecond}
+	o := Options{Dest: dest, Endpoint: h.URL(), Token: h.Token(), Backoff: time.Millisecond, Retries: 3, ProgressInterval: 10 * time.Millisecond}
 	if rec != nil {
 		o.Report = rec.report
 	}
@@ -98,7 +98,7 @@ func sameFiles(t *testing.T, repoDir, pulled string) {
 func TestFullPullFromTheHub(t *testing.T) {
 	repoDir := generatedRepo(t)
 	hub := newHub(t)
-	hub.Token = "hf_test"
+	hub.SetToken("hf_test")
 	hub.AddRepo("mistralai/Tiny-MoE", repoDir, map[string][]byte{
 		"consolidated.safetensors": []byte("Mistral's own layout: must not be downloaded"),
 		"README.md":                []byte("# card"),
@@ -273,9 +273,9 @@ func TestHTTPFailuresSayWhatToDo(t *testing.T) {
 		want     []string
 		requests int // Hub requests before giving up (-1: not checked)
 	}{
-		{"401 without a token", func(h *sourcetest.Hub) { h.Token = "secret" }, "hf://mistralai/Tiny-MoE", "", ErrAuth,
+		{"401 without a token", func(h *sourcetest.Hub) { h.SetToken("secret") }, "hf://mistralai/Tiny-MoE", "", ErrAuth,
 			[]string{"401 Unauthorized", "set HF_TOKEN", "spec.model.tokenSecretRef"}, 1},
-		{"401 with a bad token", func(h *sourcetest.Hub) { h.Token = "secret" }, "hf://mistralai/Tiny-MoE", "wrong", ErrAuth,
+		{"401 with a bad token", func(h *sourcetest.Hub) { h.SetToken("secret") }, "hf://mistralai/Tiny-MoE", "wrong", ErrAuth,
 			[]string{"401 Unauthorized", "rejected"}, 1},
 		{"403 gated repository", func(h *sourcetest.Hub) { h.AddRepo("mistralai/Tiny-MoE", repoDir, nil).Gated = true }, "hf://mistralai/Tiny-MoE", "tok", ErrAuth,
 			[]string{"403 Forbidden", "gated", "accept its conditions"}, 1},
@@ -562,7 +562,7 @@ func TestAWarmCacheSurvivesAnUnreachableHub(t *testing.T) {
 		t.Errorf("offline events %+v", ev)
 	}
 	// Authorization failures are not papered over by the cache.
-	hub.Token = "now-required"
+	hub.SetToken("now-required")
 	opts := hubOptions(hub, dest, nil)
 	opts.Token = ""
 	if _, err := Fetch(context.Background(), "hf://mistralai/Tiny-MoE", opts); !errors.Is(err, ErrAuth) {

@@ -26,11 +26,11 @@ import (
 
 // Hub is a Hugging Face Hub on loopback (see the package comment).
 type Hub struct {
-	srv   *httptest.Server
-	cdn   *httptest.Server
-	Token string // when set, every Hub request must carry it
+	srv *httptest.Server
+	cdn *httptest.Server
 
 	mu     sync.Mutex
+	token  string // when set, every Hub request must carry it
 	repos  map[string]*Repo
 	faults map[string]*Fault // by file name, or "api"
 	log    []Request
@@ -165,10 +165,24 @@ func (h *Hub) takeFault(file string) *Fault {
 	return f
 }
 
+// SetToken makes every Hub request need "Authorization: Bearer token" ("" for none).
+func (h *Hub) SetToken(token string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.token = token
+}
+
+// Token is the token SetToken set.
+func (h *Hub) Token() string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.token
+}
+
 func (h *Hub) serveHub(w http.ResponseWriter, r *http.Request) {
 	p := r.URL.Path
 	req := Request{Server: "hub", Path: p, Range: r.Header.Get("Range"), Auth: r.Header.Get("Authorization")}
-	if h.Token != "" && req.Auth != "Bearer "+h.Token {
+	if token := h.Token(); token != "" && req.Auth != "Bearer "+token {
 		h.record(req)
 		w.WriteHeader(http.StatusUnauthorized)
 		return
