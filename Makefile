@@ -104,6 +104,8 @@ test: reference openai-client $(HELM) ## Run the tests (envtest control plane an
 	KUBEBUILDER_ASSETS="$$assets" MOE_REQUIRE_ENVTEST=1 HELM=$(HELM) MOE_REQUIRE_HELM=1 go test $(TEST_FLAGS) $(TEST_PKGS)
 	@# The portable kernels (arm64 and other CPUs without AVX2) as the main path, not only beside the assembly.
 	$(if $(filter ./...,$(TEST_PKGS)),go test $(TEST_FLAGS) -tags purego ./engine/tensor ./engine/model)
+	@# The engine's concurrent parts under the race detector: the worker pool, the batching scheduler, the server, downloads.
+	$(if $(filter ./...,$(TEST_PKGS)),go test $(TEST_FLAGS) -race ./engine/tensor ./engine/scheduler ./engine/server ./engine/source)
 
 # Every fuzz target and its package. `make fuzz` runs each for FUZZTIME (the
 # GGUF reader, the parser users' files meet first, for at least 30 s).
