@@ -29,6 +29,7 @@ CONTAINER_TOOL ?= docker
 # Packages `make test` runs; the whole module by default.
 TEST_PKGS ?= ./...
 TEST_FLAGS ?=
+CGO_ON := $(shell go env CGO_ENABLED)
 
 # Arguments for `make run`.
 RUN_ARGS ?=
@@ -104,8 +105,8 @@ test: reference openai-client $(HELM) ## Run the tests (envtest control plane an
 	KUBEBUILDER_ASSETS="$$assets" MOE_REQUIRE_ENVTEST=1 HELM=$(HELM) MOE_REQUIRE_HELM=1 go test $(TEST_FLAGS) $(TEST_PKGS)
 	@# The portable kernels (arm64 and other CPUs without AVX2) as the main path, not only beside the assembly.
 	$(if $(filter ./...,$(TEST_PKGS)),go test $(TEST_FLAGS) -tags purego ./engine/tensor ./engine/model)
-	@# The engine's concurrent parts under the race detector: the worker pool, the batching scheduler, the server, downloads.
-	$(if $(filter ./...,$(TEST_PKGS)),go test $(TEST_FLAGS) -race ./engine/tensor ./engine/scheduler ./engine/server ./engine/source)
+	@# The engine's concurrent parts under the race detector (it needs cgo, so a C compiler): the worker pool, the batching scheduler, the server, downloads.
+	$(if $(filter ./...,$(TEST_PKGS)),$(if $(filter 1,$(CGO_ON)),go test $(TEST_FLAGS) -race ./engine/tensor ./engine/scheduler ./engine/server ./engine/source,@echo "make test: no C compiler (CGO_ENABLED=0), so the race-detector pass is skipped"))
 
 # Every fuzz target and its package. `make fuzz` runs each for FUZZTIME (the
 # GGUF reader, the parser users' files meet first, for at least 30 s).
