@@ -11,10 +11,15 @@ import (
 // cgroupMemoryFiles hold a container's memory limit: cgroup v2, then v1.
 var cgroupMemoryFiles = []string{"/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"}
 
-// memoryLimitFraction of the container's limit becomes the Go runtime's soft
-// limit, leaving room for what the runtime does not count: mostly the mapped
-// model file's page cache, which the kernel can reclaim.
-const memoryLimitFraction = 0.9
+// softMemoryLimit is the Go runtime's soft limit for a container limit: the
+// limit less a margin (a tenth of it, at most 256 MiB) for what the runtime
+// does not count, mostly the mapped model file's page cache, which the kernel
+// can reclaim. The margin stays small because the planner sizes the pod for
+// weights, KV cache and a runtime allowance, and those live on the heap: a
+// soft limit below the live heap would make the collector run continuously.
+func softMemoryLimit(limit int64) int64 {
+	return limit - min(limit/10, 256<<20)
+}
 
 // applyMemoryLimit gives the Go runtime a soft memory limit from the container's,
 // unless GOMEMLIMIT sets one. The engine's heap is mostly long-lived (packed
@@ -31,9 +36,9 @@ func applyMemoryLimit() string {
 		if !ok {
 			continue
 		}
-		soft := int64(float64(limit) * memoryLimitFraction)
+		soft := softMemoryLimit(limit)
 		debug.SetMemoryLimit(soft)
-		return fmt.Sprintf("Go memory limit %d MiB (%.0f%% of the container's %d MiB in %s)", soft>>20, memoryLimitFraction*100, limit>>20, f)
+		return fmt.Sprintf("Go memory limit %d MiB (the container's %d MiB in %s, less a margin)", soft>>20, limit>>20, f)
 	}
 	return ""
 }

@@ -31,3 +31,15 @@ func TestReadMemoryLimit(t *testing.T) {
 		t.Error("a missing file reported a limit")
 	}
 }
+
+func TestSoftMemoryLimit(t *testing.T) {
+	for _, tc := range []struct{ limit, want int64 }{
+		{1 << 30, 1<<30 - (1<<30)/10},    // small: a tenth
+		{40 << 30, 40<<30 - 256<<20},     // large: 256 MiB, so a heap sized near the limit does not thrash
+		{2560 << 20, 2560<<20 - 256<<20}, // where the two meet
+	} {
+		if got := softMemoryLimit(tc.limit); got != tc.want {
+			t.Errorf("softMemoryLimit(%d MiB) = %d MiB, want %d MiB", tc.limit>>20, got>>20, tc.want>>20)
+		}
+	}
+}
