@@ -362,6 +362,32 @@ func httpProbe(path string, period, failures int32) *corev1.Probe {
 	}
 }
 
+// restrictedPodSecurity is the pod security context of the engine and loader pods (Pod
+// Security "restricted"): the engine's user and group, which also own mounted volumes.
+func restrictedPodSecurity(fsPolicy *corev1.PodFSGroupChangePolicy) *corev1.PodSecurityContext {
+	return &corev1.PodSecurityContext{
+		RunAsNonRoot:        ptr.To(true),
+		RunAsUser:           ptr.To(int64(engineUID)),
+		RunAsGroup:          ptr.To(int64(engineUID)),
+		FSGroup:             ptr.To(int64(engineUID)),
+		FSGroupChangePolicy: fsPolicy,
+		SeccompProfile:      &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+	}
+}
+
+// restrictedContainerSecurity is their containers' security context: non-root, no
+// privilege escalation, a read-only root filesystem, no capabilities.
+func restrictedContainerSecurity() *corev1.SecurityContext {
+	return &corev1.SecurityContext{
+		RunAsNonRoot:             ptr.To(true),
+		AllowPrivilegeEscalation: ptr.To(false),
+		ReadOnlyRootFilesystem:   ptr.To(true),
+		Privileged:               ptr.To(false),
+		Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+		SeccompProfile:           &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+	}
+}
+
 // engineImage is the engine image (the operator's default unless the spec names one),
 // its pull policy and pull secrets, for the engine pods and the model loader alike.
 func (w workload) engineImage() (string, corev1.PullPolicy, []corev1.LocalObjectReference) {
@@ -403,14 +429,7 @@ func (w workload) podTemplate() corev1.PodTemplateSpec {
 			Tolerations:                   tolerations,
 			Affinity:                      w.engineAffinity(),
 			ImagePullSecrets:              pullSecrets,
-			SecurityContext: &corev1.PodSecurityContext{
-				RunAsNonRoot:        ptr.To(true),
-				RunAsUser:           ptr.To(int64(engineUID)),
-				RunAsGroup:          ptr.To(int64(engineUID)),
-				FSGroup:             ptr.To(int64(engineUID)),
-				FSGroupChangePolicy: w.fsGroupChangePolicy(),
-				SeccompProfile:      &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
-			},
+			SecurityContext:               restrictedPodSecurity(w.fsGroupChangePolicy()),
 			Containers: []corev1.Container{{
 				Name:            engineContainerName,
 				Image:           image,
@@ -428,14 +447,7 @@ func (w workload) podTemplate() corev1.PodTemplateSpec {
 				Lifecycle: &corev1.Lifecycle{PreStop: &corev1.LifecycleHandler{
 					Sleep: &corev1.SleepAction{Seconds: endpointDrainSeconds},
 				}},
-				SecurityContext: &corev1.SecurityContext{
-					RunAsNonRoot:             ptr.To(true),
-					AllowPrivilegeEscalation: ptr.To(false),
-					ReadOnlyRootFilesystem:   ptr.To(true),
-					Privileged:               ptr.To(false),
-					Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
-					SeccompProfile:           &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
-				},
+				SecurityContext:          restrictedContainerSecurity(),
 				TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
 			}},
 			Volumes: volumes,

@@ -224,14 +224,7 @@ func (w workload) loaderPodTemplate() corev1.PodTemplateSpec {
 			Tolerations:                  tolerations,
 			Affinity:                     w.cacheAffinity(false),
 			ImagePullSecrets:             pullSecrets,
-			SecurityContext: &corev1.PodSecurityContext{
-				RunAsNonRoot:        ptr.To(true),
-				RunAsUser:           ptr.To(int64(engineUID)),
-				RunAsGroup:          ptr.To(int64(engineUID)),
-				FSGroup:             ptr.To(int64(engineUID)),
-				FSGroupChangePolicy: ptr.To(corev1.FSGroupChangeOnRootMismatch),
-				SeccompProfile:      &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
-			},
+			SecurityContext:              restrictedPodSecurity(ptr.To(corev1.FSGroupChangeOnRootMismatch)),
 			Containers: []corev1.Container{{
 				Name:            loaderContainerName,
 				Image:           image,
@@ -246,14 +239,7 @@ func (w workload) loaderPodTemplate() corev1.PodTemplateSpec {
 					{Name: modelCacheVolumeName, MountPath: modelCacheMountPath},
 					{Name: tmpVolumeName, MountPath: tmpMountPath},
 				},
-				SecurityContext: &corev1.SecurityContext{
-					RunAsNonRoot:             ptr.To(true),
-					AllowPrivilegeEscalation: ptr.To(false),
-					ReadOnlyRootFilesystem:   ptr.To(true),
-					Privileged:               ptr.To(false),
-					Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
-					SeccompProfile:           &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
-				},
+				SecurityContext: restrictedContainerSecurity(),
 				// `moe pull --termination-log` writes its final event there; a crash before
 				// it could shows the log's tail instead.
 				TerminationMessagePath:   loaderTerminationLog,
