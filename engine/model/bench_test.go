@@ -98,38 +98,7 @@ func BenchmarkDecodeBatch(b *testing.B) {
 	for _, n := range []int{1, 4, 16} {
 		b.Run(fmt.Sprintf("seqs=%d", n), func(b *testing.B) {
 			m := benchModelThreads(b, tensor.Q8_0, 1)
-			c := m.NewCache(n*256, 16)
-			st := m.NewState(64, 256)
-			seqs := make([]model.Seq, n)
-			var batch model.Batch
-			for i := range seqs {
-				if err := c.Reserve(&seqs[i], 256); err != nil {
-					b.Fatal(err)
-				}
-				batch.Reset()
-				for p, tok := range bench.Prompt(16, m.Config.Vocab) {
-					batch.Add(tok+int32(i), p, &seqs[i], false)
-				}
-				if _, err := m.Forward(st, c, &batch); err != nil {
-					b.Fatal(err)
-				}
-			}
-			pos, tokens := 16, 0
-			for b.Loop() {
-				if pos == 256 {
-					pos = 16 // overwrite the cache from just after the prompt again
-				}
-				batch.Reset()
-				for i := range seqs {
-					batch.Add(int32(1000+i), pos, &seqs[i], true)
-				}
-				if _, err := m.Forward(st, c, &batch); err != nil {
-					b.Fatal(err)
-				}
-				pos++
-				tokens += n
-			}
-			b.ReportMetric(float64(tokens)/b.Elapsed().Seconds(), "tok/s")
+			benchBatchedDecode(b, m, n, 16)
 		})
 	}
 }
@@ -159,37 +128,49 @@ func BenchmarkTensorParallel(b *testing.B) {
 					b.Fatal(err)
 				}
 				defer m.Close()
-				cache := m.NewCache(n*256, 16)
-				st := m.NewState(64, 256)
-				seqs := make([]model.Seq, n)
-				var batch model.Batch
-				for i := range seqs {
-					cache.Reserve(&seqs[i], 256)
-					batch.Reset()
-					for p, tok := range bench.Prompt(8, m.Config.Vocab) {
-						batch.Add(tok+int32(i), p, &seqs[i], false)
-					}
-					if _, err := m.Forward(st, cache, &batch); err != nil {
-						b.Fatal(err)
-					}
-				}
-				pos, tokens := 8, 0
-				for b.Loop() {
-					if pos == 256 {
-						pos = 8 // overwrite the cache from just after the prompt again
-					}
-					batch.Reset()
-					for i := range seqs {
-						batch.Add(int32(1000+7*i+pos), pos, &seqs[i], true)
-					}
-					if _, err := m.Forward(st, cache, &batch); err != nil {
-						b.Fatal(err)
-					}
-					pos++
-					tokens += n
-				}
-				b.ReportMetric(float64(tokens)/b.Elapsed().Seconds(), "tok/s")
+				benchBatchedDecode(b, m, n, 8)
 			})
 		}
 	}
+}
+
+// benchBatchedDecode prefills n sequences with a prompt of promptLen tokens,
+// then times decode steps of all n together (one Forward per step) and
+// reports tok/s over every sequence's token. Past 256 positions the steps
+// overwrite the cache from just after the prompt again.
+func benchBatchedDecode(b *testing.B, m *model.Model, n, promptLen int) {
+	b.Helper()
+	const ctx = 256
+	cache := m.NewCache(n*ctx, 16)
+	st := m.NewState(64, ctx)
+	seqs := make([]model.Seq, n)
+	var batch model.Batch
+	for i := range seqs {
+		if err := cache.Reserve(&seqs[i], ctx); err != nil {
+			b.Fatal(err)
+		}
+		batch.Reset()
+		for p, tok := range bench.Prompt(promptLen, m.Config.Vocab) {
+			batch.Add(tok+int32(i), p, &seqs[i], false)
+		}
+		if _, err := m.Forward(st, cache, &batch); err != nil {
+			b.Fatal(err)
+		}
+	}
+	pos, tokens := promptLen, 0
+	for b.Loop() {
+		if pos == ctx {
+			pos = promptLen
+		}
+		batch.Reset()
+		for i := range seqs {
+			batch.Add(int32(1000+7*i+pos), pos, &seqs[i], true)
+		}
+		if _, err := m.Forward(st, cache, &batch); err != nil {
+			b.Fatal(err)
+		}
+		pos++
+		tokens += n
+	}
+	b.ReportMetric(float64(tokens)/b.Elapsed().Seconds(), "tok/s")
 }
