@@ -500,44 +500,13 @@ func TestEnvtestOwnershipAndIdempotence(t *testing.T) {
 	})
 	// The API server drops no-op updates without a new resourceVersion, so the writes are
 	// also counted at the client: a second pass must not even send one.
-	var writes []string
-	record := func(verb string, obj client.Object) {
-		writes = append(writes, fmt.Sprintf("%s %T %s", verb, obj, obj.GetName()))
-	}
-	watching, err := client.NewWithWatch(restConfig, client.Options{Scheme: testScheme})
-	g.Expect(err).NotTo(HaveOccurred())
-	counting := interceptor.NewClient(watching, interceptor.Funcs{
-		Create: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.CreateOption) error {
-			record("create", obj)
-			return c.Create(ctx, obj, opts...)
-		},
-		Update: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.UpdateOption) error {
-			record("update", obj)
-			return c.Update(ctx, obj, opts...)
-		},
-		Patch: func(ctx context.Context, c client.WithWatch, obj client.Object, patch client.Patch, opts ...client.PatchOption) error {
-			record("patch", obj)
-			return c.Patch(ctx, obj, patch, opts...)
-		},
-		Delete: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.DeleteOption) error {
-			record("delete", obj)
-			return c.Delete(ctx, obj, opts...)
-		},
-		SubResourceUpdate: func(ctx context.Context, c client.Client, sub string, obj client.Object, opts ...client.SubResourceUpdateOption) error {
-			record("update/"+sub, obj)
-			return c.SubResource(sub).Update(ctx, obj, opts...)
-		},
-		SubResourcePatch: func(ctx context.Context, c client.Client, sub string, obj client.Object, patch client.Patch, opts ...client.SubResourcePatchOption) error {
-			record("patch/"+sub, obj)
-			return c.SubResource(sub).Patch(ctx, obj, patch, opts...)
-		},
-	})
+	counting, writes := writeRecordingClient(g)
 	direct := &MixtralDeploymentReconciler{Client: counting, EngineImage: envtestImage}
 	for range 2 {
 		res, err := direct.Reconcile(ctx, ctrl.Request{NamespacedName: types.NamespacedName{Namespace: ns, Name: obj.Name}})
 		g.Expect(err).NotTo(HaveOccurred())
 		g.Expect(res).To(Equal(ctrl.Result{}))
-		g.Expect(writes).To(BeEmpty(), "a pass over a settled object sends no write")
+		g.Expect(*writes).To(BeEmpty(), "a pass over a settled object sends no write")
 		g.Expect(versions(g)).To(Equal(settled))
 	}
 }
@@ -632,4 +601,41 @@ func TestEnvtestConfigManifestsAreValid(t *testing.T) {
 		}
 	}
 	NewWithT(t).Expect(count).To(BeNumerically(">=", 10))
+}
+
+// writeRecordingClient is a direct (uncached) client that records every write it sends:
+// creates, updates, patches and deletes, of objects and of their subresources.
+func writeRecordingClient(g Gomega) (client.WithWatch, *[]string) {
+	writes := new([]string)
+	record := func(verb string, obj client.Object) {
+		*writes = append(*writes, fmt.Sprintf("%s %T %s", verb, obj, obj.GetName()))
+	}
+	direct, err := client.NewWithWatch(restConfig, client.Options{Scheme: testScheme})
+	g.Expect(err).NotTo(HaveOccurred())
+	return interceptor.NewClient(direct, interceptor.Funcs{
+		Create: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.CreateOption) error {
+			record("create", obj)
+			return c.Create(ctx, obj, opts...)
+		},
+		Update: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.UpdateOption) error {
+			record("update", obj)
+			return c.Update(ctx, obj, opts...)
+		},
+		Patch: func(ctx context.Context, c client.WithWatch, obj client.Object, patch client.Patch, opts ...client.PatchOption) error {
+			record("patch", obj)
+			return c.Patch(ctx, obj, patch, opts...)
+		},
+		Delete: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.DeleteOption) error {
+			record("delete", obj)
+			return c.Delete(ctx, obj, opts...)
+		},
+		SubResourceUpdate: func(ctx context.Context, c client.Client, sub string, obj client.Object, opts ...client.SubResourceUpdateOption) error {
+			record("update/"+sub, obj)
+			return c.SubResource(sub).Update(ctx, obj, opts...)
+		},
+		SubResourcePatch: func(ctx context.Context, c client.Client, sub string, obj client.Object, patch client.Patch, opts ...client.SubResourcePatchOption) error {
+			record("patch/"+sub, obj)
+			return c.SubResource(sub).Patch(ctx, obj, patch, opts...)
+		},
+	}), writes
 }

@@ -22,7 +22,6 @@ import (
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 
 	servingv1alpha1 "github.com/moe-operator/moe-operator/api/v1alpha1"
 	"github.com/moe-operator/moe-operator/engine/source"
@@ -332,47 +331,20 @@ func TestEnvtestModelCache(t *testing.T) {
 func expectNoWrites(t *testing.T, ns, name string) {
 	t.Helper()
 	g := NewWithT(t)
-	var writes []string
-	record := func(verb string, obj client.Object) {
-		writes = append(writes, fmt.Sprintf("%s %T %s", verb, obj, obj.GetName()))
-	}
-	direct, err := client.NewWithWatch(restConfig, client.Options{Scheme: testScheme})
-	g.Expect(err).NotTo(HaveOccurred())
-	counting := interceptor.NewClient(direct, interceptor.Funcs{
-		Create: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.CreateOption) error {
-			record("create", obj)
-			return c.Create(ctx, obj, opts...)
-		},
-		Update: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.UpdateOption) error {
-			record("update", obj)
-			return c.Update(ctx, obj, opts...)
-		},
-		Patch: func(ctx context.Context, c client.WithWatch, obj client.Object, patch client.Patch, opts ...client.PatchOption) error {
-			record("patch", obj)
-			return c.Patch(ctx, obj, patch, opts...)
-		},
-		Delete: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.DeleteOption) error {
-			record("delete", obj)
-			return c.Delete(ctx, obj, opts...)
-		},
-		SubResourcePatch: func(ctx context.Context, c client.Client, sub string, obj client.Object, patch client.Patch, opts ...client.SubResourcePatchOption) error {
-			record("patch/"+sub, obj)
-			return c.SubResource(sub).Patch(ctx, obj, patch, opts...)
-		},
-	})
+	counting, writes := writeRecordingClient(g)
 	r := &MixtralDeploymentReconciler{Client: counting, EngineImage: envtestImage, Progress: fedPullOutput, PodReader: counting}
 	// The manager may still be finishing its own pass; wait until a pass finds nothing to do.
 	eventually(t, func(g Gomega) {
-		writes = nil
+		*writes = nil
 		_, err := r.Reconcile(context.Background(), ctrl.Request{NamespacedName: types.NamespacedName{Namespace: ns, Name: name}})
 		g.Expect(err).NotTo(HaveOccurred())
-		g.Expect(writes).To(BeEmpty())
+		g.Expect(*writes).To(BeEmpty())
 	})
 	for range 2 {
 		res, err := r.Reconcile(context.Background(), ctrl.Request{NamespacedName: types.NamespacedName{Namespace: ns, Name: name}})
 		g.Expect(err).NotTo(HaveOccurred())
 		g.Expect(res).To(Equal(ctrl.Result{}), "a cached model needs no polling")
-		g.Expect(writes).To(BeEmpty(), "a pass over a settled object sends no write")
+		g.Expect(*writes).To(BeEmpty(), "a pass over a settled object sends no write")
 	}
 }
 
