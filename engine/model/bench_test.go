@@ -141,7 +141,10 @@ func BenchmarkTensorParallel(b *testing.B) {
 func benchBatchedDecode(b *testing.B, m *model.Model, n, promptLen int) {
 	b.Helper()
 	const ctx = 256
-	cache := m.NewCache(n*ctx, 16)
+	cache, err := m.NewCache(n*ctx, 16)
+	if err != nil {
+		b.Fatal(err)
+	}
 	st := m.NewState(64, ctx)
 	seqs := make([]model.Seq, n)
 	var batch model.Batch

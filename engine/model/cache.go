@@ -3,6 +3,7 @@ package model
 import (
 	"errors"
 	"fmt"
+	"runtime"
 )
 
 // Cache stores the keys and values of many sequences in fixed-size blocks
@@ -20,7 +21,8 @@ import (
 type Cache struct {
 	BlockSize int
 	numBlocks int
-	k, v      [][][]float32 // [shard][layer][row*kvDim]
+	k, v      [][][]float32 // [shard][layer][row*kvDim]; nil on an accelerator
+	dev       DeviceCache   // the accelerator's cache, or nil
 	free      []int32
 }
 
@@ -34,14 +36,25 @@ type Seq struct {
 var ErrCacheFull = errors.New("model: KV cache is full")
 
 // NewCache allocates a cache for at least tokens positions in blocks of
-// blockSize (16 if <= 0).
-func (m *Model) NewCache(tokens, blockSize int) *Cache {
+// blockSize (16 if <= 0), in host memory or, for a model on an
+// accelerator, in device memory (which can run out: then it says how
+// much it needed). Close releases device memory at once; otherwise the
+// collector does when the cache is unreachable.
+func (m *Model) NewCache(tokens, blockSize int) (*Cache, error) {
 	if blockSize <= 0 {
 		blockSize = 16
 	}
 	n := max(1, (tokens+blockSize-1)/blockSize)
 	c := &Cache{BlockSize: blockSize, numBlocks: n}
 	rows := n * blockSize
+	if m.dev != nil {
+		dc, err := m.dev.NewCache(rows)
+		if err != nil {
+			return nil, fmt.Errorf("model: a KV cache of %d tokens on %s: %w", rows, m.dev.Name(), err)
+		}
+		c.dev = dc
+		runtime.AddCleanup(c, func(dc DeviceCache) { dc.Close() }, dc)
+	}
 	for _, s := range m.shards {
 		kvDim := s.kvHeads * m.Config.HeadDim
 		ks := make([][]float32, m.Config.Layers)
@@ -57,7 +70,15 @@ func (m *Model) NewCache(tokens, blockSize int) *Cache {
 	for i := range c.free {
 		c.free[i] = int32(n - 1 - i) // pop from the end: block 0 first
 	}
-	return c
+	return c, nil
+}
+
+// Close releases the cache's device memory now; a host cache needs no
+// Close. The cache must not be used afterwards.
+func (c *Cache) Close() {
+	if c.dev != nil {
+		c.dev.Close()
+	}
 }
 
 // NumBlocks is the total number of blocks.

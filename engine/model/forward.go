@@ -45,6 +45,7 @@ var ErrBatch = errors.New("model: invalid batch")
 type State struct {
 	m         *Model
 	MaxTokens int
+	context   int // the longest sequence it can attend over
 
 	x, xn   []float32 // [T][Dim] residual stream and its norm
 	logits  []float32 // [outputs][Vocab]
@@ -57,6 +58,7 @@ type State struct {
 	shards  []*shardState
 	parts   [][]float32 // each shard's part buffer
 	views   [][]float32 // the parts cut to the batch, for the reducer
+	dev     DeviceBatch // the batch as an accelerator takes it
 }
 
 type routed struct {
@@ -109,7 +111,7 @@ func (m *Model) NewState(maxTokens, context int) *State {
 	c := m.Config
 	maxTokens = max(maxTokens, 1)
 	st := &State{
-		m: m, MaxTokens: maxTokens,
+		m: m, MaxTokens: maxTokens, context: max(context, 1),
 		x: make([]float32, maxTokens*c.Dim), xn: make([]float32, maxTokens*c.Dim),
 		router: make([]float32, maxTokens*c.Experts), route: make([]routed, maxTokens*c.TopK),
 		cos: make([]float32, maxTokens*c.HeadDim/2), sin: make([]float32, maxTokens*c.HeadDim/2),
@@ -142,6 +144,9 @@ func (m *Model) Forward(st *State, c *Cache, b *Batch) ([]float32, error) {
 	T := b.Len()
 	if err := m.checkBatch(st, c, b); err != nil {
 		return nil, err
+	}
+	if m.dev != nil {
+		return m.forwardDevice(st, c, b)
 	}
 	D := cfg.Dim
 	for i, tok := range b.Tokens {
@@ -227,8 +232,8 @@ func (m *Model) checkBatch(st *State, c *Cache, b *Batch) error {
 		if p >= c.Capacity(b.Seqs[i]) {
 			return fmt.Errorf("%w: position %d is beyond the %d positions reserved for its sequence", ErrBatch, p, c.Capacity(b.Seqs[i]))
 		}
-		if p >= len(st.shards[0].scores[0]) {
-			return fmt.Errorf("%w: position %d is beyond the state's context of %d", ErrBatch, p, len(st.shards[0].scores[0]))
+		if p >= st.context {
+			return fmt.Errorf("%w: position %d is beyond the state's context of %d", ErrBatch, p, st.context)
 		}
 	}
 	return nil

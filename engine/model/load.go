@@ -278,6 +278,9 @@ type LoadOptions struct {
 	// e mod TensorParallel) instead of splitting every expert's
 	// intermediate dimension.
 	ExpertParallel bool
+	// Device, if set, opens the accelerator that runs the layers; the
+	// weights are uploaded to it as they are converted. Nil: the CPU.
+	Device AcceleratorFactory
 }
 
 // Open maps a model and loads it: a GGUF file, or a Hugging Face

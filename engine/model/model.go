@@ -1,6 +1,7 @@
 package model
 
 import (
+	"errors"
 	"fmt"
 	"runtime"
 	"runtime/debug"
@@ -24,6 +25,7 @@ type Model struct {
 	shards     []*shard
 	pool       *tensor.Pool // all threads; used for work outside the shards
 	reducer    Reducer
+	dev        Accelerator // nil: the CPU runs the layers
 	closer     func() error
 }
 
@@ -91,6 +93,15 @@ func New(c Config, w *Weights, tok *tokenizer.Tokenizer, opts LoadOptions) (*Mod
 		m.Close()
 		return nil, err
 	}
+	if opts.Device != nil {
+		if err := m.buildDevice(&b, w, opts); err != nil {
+			m.Close()
+			return nil, err
+		}
+		*w = Weights{} // consumed
+		debug.FreeOSMemory()
+		return m, nil
+	}
 	for i, sp := range plan {
 		m.shards = append(m.shards, &shard{index: i, heads: sp.heads, headOffset: sp.headOffset,
 			kvHeads: sp.kvHeads, kvOffset: sp.kvOffset, ffn: sp.ffn, layers: make([]shardLayer, c.Layers)})
@@ -146,7 +157,7 @@ func New(c Config, w *Weights, tok *tokenizer.Tokenizer, opts LoadOptions) (*Mod
 func (m *Model) WeightType() tensor.DType { return m.weightType }
 
 // TensorParallel is the number of shards.
-func (m *Model) TensorParallel() int { return len(m.shards) }
+func (m *Model) TensorParallel() int { return max(len(m.shards), 1) }
 
 // Threads is the number of compute threads.
 func (m *Model) Threads() int { return m.pool.Threads() }
@@ -162,12 +173,17 @@ func (m *Model) Close() error {
 		m.pool.Close()
 	}
 	m.shards = nil
+	var devErr error
+	if m.dev != nil {
+		devErr = m.dev.Close()
+		m.dev = nil
+	}
 	if m.closer != nil {
 		err := m.closer()
 		m.closer = nil
-		return err
+		return errors.Join(devErr, err)
 	}
-	return nil
+	return devErr
 }
 
 type shardPlan struct {

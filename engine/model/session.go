@@ -14,6 +14,7 @@ type Session struct {
 	batch   Batch
 	pos     int
 	context int
+	err     error // the cache could not be allocated
 }
 
 // PrefillChunk is the number of prompt tokens a Session runs per Forward.
@@ -25,9 +26,18 @@ func (m *Model) NewSession(context int) *Session {
 	if context <= 0 || context > m.Config.Context {
 		context = m.Config.Context
 	}
-	s := &Session{m: m, cache: m.NewCache(context, 16), context: context}
+	s := &Session{m: m, context: context}
+	s.cache, s.err = m.NewCache(context, 16)
 	s.st = m.NewState(min(PrefillChunk, context), context)
 	return s
+}
+
+// Close releases the session's KV cache (device memory on an
+// accelerator) now rather than when the collector finds it.
+func (s *Session) Close() {
+	if s.cache != nil {
+		s.cache.Close()
+	}
 }
 
 // Pos is the number of tokens in the sequence so far.
@@ -39,6 +49,9 @@ func (s *Session) Context() int { return s.context }
 // Prefill appends tokens to the sequence. It returns the logits of the last
 // token, or with all set, of every token (len(tokens) rows of Vocab).
 func (s *Session) Prefill(tokens []int32, all bool) ([]float32, error) {
+	if s.err != nil {
+		return nil, s.err
+	}
 	if len(tokens) == 0 {
 		return nil, fmt.Errorf("%w: no tokens to prefill", ErrBatch)
 	}
@@ -74,6 +87,9 @@ func (s *Session) Prefill(tokens []int32, all bool) ([]float32, error) {
 // Decode appends one token and returns its logits (owned by the session,
 // valid until the next call).
 func (s *Session) Decode(token int32) ([]float32, error) {
+	if s.err != nil {
+		return nil, s.err
+	}
 	if s.pos+1 > s.context {
 		return nil, fmt.Errorf("%w: the sequence is at the context limit of %d tokens", ErrBatch, s.context)
 	}

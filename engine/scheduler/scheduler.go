@@ -235,9 +235,13 @@ func New(m *model.Model, cfg Config) (*Scheduler, error) {
 	if cfg.KVCacheTokens <= 0 {
 		cfg.KVCacheTokens = DefaultKVCacheTokens(mc, cfg.MaxNumSeqs, cfg.Context)
 	}
+	cache, err := m.NewCache(cfg.KVCacheTokens, cfg.BlockSize)
+	if err != nil {
+		return nil, err
+	}
 	s := &Scheduler{
 		m: m, tok: m.Tokenizer, cfg: cfg, obs: cfg.Observer, eos: -1, vocab: mc.Vocab,
-		cache: m.NewCache(cfg.KVCacheTokens, cfg.BlockSize),
+		cache: cache,
 		st:    m.NewState(cfg.MaxBatchedTokens, cfg.Context),
 		wake:  make(chan struct{}, 1),
 		done:  make(chan struct{}),
