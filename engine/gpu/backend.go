@@ -1,0 +1,595 @@
+package gpu
+
+import (
+	"fmt"
+	"math"
+	"unsafe"
+
+	"github.com/moe-operator/moe-operator/engine/gpu/vk"
+	"github.com/moe-operator/moe-operator/engine/model"
+	"github.com/moe-operator/moe-operator/engine/tensor"
+)
+
+// Limits of the shaders (see shaders/*.comp).
+const (
+	maxHeadDim = 256 // attention: four head dims per invocation
+	maxTopK    = 8   // combine sorts a token's slots in registers
+	maxExperts = 64  // moe_route keeps the probabilities in registers
+)
+
+// weight is one matrix on the device, bound in row chunks that each fit
+// the device's largest storage binding.
+type weight struct {
+	typ        tensor.DType
+	rows, cols int
+	chunks     []chunk
+}
+
+type chunk struct {
+	buf      *Buffer
+	lo, rows int
+}
+
+type layer struct {
+	attnNorm, ffnNorm *Buffer
+	wq, wk, wv, wo    *weight
+	router            *weight // nil: dense
+	gate, up, down    []*weight
+}
+
+// Backend runs a model's layers on a Device. It implements
+// model.Accelerator.
+type Backend struct {
+	d       *Device
+	c       model.Config
+	layers  []layer
+	outNorm *Buffer
+	output  *weight
+	s       scratch
+	caches  map[*Cache]bool // live, closed with the backend
+	gpuTime float64         // seconds of device time of the last Forward (0: no timestamps)
+}
+
+// NewBackend prepares d for a model of config c whose converted weights
+// take weightBytes. It refuses shapes the shaders do not handle and a
+// model that does not fit the device.
+func NewBackend(d *Device, c model.Config, weightBytes int64) (*Backend, error) {
+	switch {
+	case c.HeadDim > maxHeadDim || c.HeadDim%2 != 0:
+		return nil, fmt.Errorf("gpu: head dimension %d: the Vulkan backend handles even head dimensions up to %d", c.HeadDim, maxHeadDim)
+	case c.TopK > maxTopK:
+		return nil, fmt.Errorf("gpu: %d experts per token: the Vulkan backend handles up to %d", c.TopK, maxTopK)
+	case c.Experts > maxExperts:
+		return nil, fmt.Errorf("gpu: %d experts: the Vulkan backend handles up to %d", c.Experts, maxExperts)
+	}
+	if uint64(weightBytes) > d.limit {
+		return nil, fmt.Errorf("%w: the model's weights take %s once converted, more than the %s the backend may use on %s; use a smaller --quantization (int8, int4), more devices, or --device cpu",
+			ErrDeviceMemory, human(uint64(weightBytes)), human(d.limit), d.Info.Name)
+	}
+	return &Backend{d: d, c: c, layers: make([]layer, c.Layers), caches: map[*Cache]bool{}}, nil
+}
+
+// Factory returns the model.AcceleratorFactory that opens device index
+// (-1: the best) with opts, for model.LoadOptions.Device.
+func Factory(index int, allowCPU bool, opts Options) model.AcceleratorFactory {
+	return func(c model.Config, weightBytes int64) (model.Accelerator, error) {
+		d, err := Open(index, allowCPU, opts)
+		if err != nil {
+			return nil, err
+		}
+		b, err := NewBackend(d, c, weightBytes)
+		if err != nil {
+			d.Close()
+			return nil, err
+		}
+		return b, nil
+	}
+}
+
+// Device is the backend's device.
+func (b *Backend) Device() *Device { return b.d }
+
+// Name implements model.Accelerator.
+func (b *Backend) Name() string { return fmt.Sprintf("vulkan:%d %s", b.d.Info.Index, b.d.Info.Name) }
+
+// LastGPUSeconds is the device time the last Forward took, from timestamp
+// queries (0 when the device has none).
+func (b *Backend) LastGPUSeconds() float64 { return b.gpuTime }
+
+// Upload implements model.Accelerator.
+func (b *Backend) Upload(ref model.TensorRef, m *tensor.Matrix) error {
+	switch m.Type {
+	case tensor.F32, tensor.F16, tensor.BF16, tensor.Q8_0, tensor.Q4_0:
+	default:
+		return fmt.Errorf("gpu: the Vulkan backend has no kernel for %s weights; load with --quantization int8 or int4 (from a higher-precision file) or use --device cpu", m.Type)
+	}
+	if m.Packed() {
+		return fmt.Errorf("gpu: %s is packed for the CPU kernels", ref)
+	}
+	w := &weight{typ: m.Type, rows: m.Rows, cols: m.Cols}
+	rb := uint64(m.RowBytes())
+	per := max(1, int(b.d.info.MaxStorageBuffer/rb))
+	for lo := 0; lo < m.Rows; lo += per {
+		n := min(per, m.Rows-lo)
+		buf, err := b.d.NewBuffer(uint64(n)*rb, false)
+		if err != nil {
+			w.close()
+			return err
+		}
+		w.chunks = append(w.chunks, chunk{buf: buf, lo: lo, rows: n})
+		if err := b.d.Write(buf, 0, m.Data[uint64(lo)*rb:uint64(lo+n)*rb]); err != nil {
+			w.close()
+			return err
+		}
+	}
+	l := ref.Layer
+	switch ref.Kind {
+	case model.TensorWq:
+		b.layers[l].wq = w
+	case model.TensorWk:
+		b.layers[l].wk = w
+	case model.TensorWv:
+		b.layers[l].wv = w
+	case model.TensorWo:
+		b.layers[l].wo = w
+	case model.TensorRouter:
+		b.layers[l].router = w
+	case model.TensorGate, model.TensorUp, model.TensorDown:
+		ly := &b.layers[l]
+		if ly.gate == nil {
+			ly.gate, ly.up, ly.down = make([]*weight, b.c.Experts), make([]*weight, b.c.Experts), make([]*weight, b.c.Experts)
+		}
+		[]([]*weight){ly.gate, ly.up, ly.down}[ref.Kind-model.TensorGate][ref.Expert] = w
+	case model.TensorOutput:
+		b.output = w
+	default:
+		w.close()
+		return fmt.Errorf("gpu: %s is not a matrix", ref)
+	}
+	return nil
+}
+
+func (w *weight) close() {
+	if w == nil {
+		return
+	}
+	for _, c := range w.chunks {
+		c.buf.Close()
+	}
+	w.chunks = nil
+}
+
+// UploadVector implements model.Accelerator.
+func (b *Backend) UploadVector(ref model.TensorRef, v []float32) error {
+	buf, err := b.d.NewBuffer(uint64(4*len(v)), false)
+	if err != nil {
+		return err
+	}
+	if err := b.d.Write(buf, 0, floatBytes(v)); err != nil {
+		buf.Close()
+		return err
+	}
+	switch ref.Kind {
+	case model.TensorAttnNorm:
+		b.layers[ref.Layer].attnNorm = buf
+	case model.TensorFFNNorm:
+		b.layers[ref.Layer].ffnNorm = buf
+	case model.TensorOutNorm:
+		b.outNorm = buf
+	default:
+		buf.Close()
+		return fmt.Errorf("gpu: %s is not a vector", ref)
+	}
+	return nil
+}
+
+func floatBytes(v []float32) []byte {
+	if len(v) == 0 {
+		return nil
+	}
+	return unsafe.Slice((*byte)(unsafe.Pointer(&v[0])), 4*len(v))
+}
+
+// Cache is the KV cache on the device: one K and one V buffer per layer.
+type Cache struct {
+	d    *Device
+	b    *Backend
+	rows int
+	k, v []*Buffer
+}
+
+// NewCache implements model.Accelerator.
+func (b *Backend) NewCache(rows int) (model.DeviceCache, error) {
+	kvDim := uint64(b.c.KVHeads * b.c.HeadDim)
+	size := uint64(rows) * kvDim * 4
+	if size > b.d.info.MaxStorageBuffer {
+		return nil, fmt.Errorf("%w: one layer's keys take %s, beyond the device's largest storage binding of %s; use at most %d tokens",
+			ErrDeviceMemory, human(size), human(b.d.info.MaxStorageBuffer), b.d.info.MaxStorageBuffer/(kvDim*4))
+	}
+	c := &Cache{d: b.d, b: b, rows: rows}
+	for range b.c.Layers {
+		k, err := b.d.NewBuffer(size, false)
+		if err != nil {
+			c.Close()
+			return nil, err
+		}
+		c.k = append(c.k, k)
+		v, err := b.d.NewBuffer(size, false)
+		if err != nil {
+			c.Close()
+			return nil, err
+		}
+		c.v = append(c.v, v)
+	}
+	b.d.mu.Lock()
+	b.caches[c] = true
+	b.d.mu.Unlock()
+	return c, nil
+}
+
+// Bytes implements model.DeviceCache.
+func (c *Cache) Bytes() int64 {
+	var n int64
+	for i := range c.k {
+		n += int64(c.k[i].size)
+	}
+	for i := range c.v {
+		n += int64(c.v[i].size)
+	}
+	return n
+}
+
+// Close implements model.DeviceCache; it may be called more than once.
+func (c *Cache) Close() {
+	c.d.mu.Lock()
+	defer c.d.mu.Unlock()
+	c.close()
+}
+
+func (c *Cache) close() {
+	if c.k == nil && c.v == nil {
+		return
+	}
+	delete(c.b.caches, c)
+	c.d.forget(append(append([]*Buffer(nil), c.k...), c.v...)...)
+	for _, b := range c.k {
+		b.Close()
+	}
+	for _, b := range c.v {
+		b.Close()
+	}
+	c.k, c.v = nil, nil
+}
+
+// Close implements model.Accelerator.
+func (b *Backend) Close() error {
+	b.d.dev.WaitIdle()
+	b.d.mu.Lock()
+	for c := range b.caches {
+		c.close()
+	}
+	b.d.mu.Unlock()
+	for _, l := range b.layers {
+		l.attnNorm.Close()
+		l.ffnNorm.Close()
+		for _, w := range []*weight{l.wq, l.wk, l.wv, l.wo, l.router} {
+			w.close()
+		}
+		for e := range l.gate {
+			l.gate[e].close()
+			l.up[e].close()
+			l.down[e].close()
+		}
+	}
+	b.outNorm.Close()
+	b.output.close()
+	b.s.close()
+	b.d.Close()
+	return nil
+}
+
+// scratch holds a Forward's intermediate buffers, sized for up to tokens
+// tokens (grown as batches grow).
+type scratch struct {
+	tokens, outputs, meta int
+	xin, cos, sin, meta_  *Buffer // host-visible inputs
+	logits                *Buffer // host-visible output
+	x, xn, q, k, v, att   *Buffer
+	xq, xd                *Buffer // Q8_0 activations: quants (4 per uint) and scales
+	router, route         *Buffer
+	g, u, ye, outRows     *Buffer
+}
+
+func (s *scratch) all() []*Buffer {
+	return []*Buffer{s.xin, s.cos, s.sin, s.meta_, s.logits, s.x, s.xn, s.q, s.k, s.v, s.att, s.xq, s.xd, s.router, s.route, s.g, s.u, s.ye, s.outRows}
+}
+
+func (s *scratch) close() {
+	for _, b := range s.all() {
+		b.Close()
+	}
+	*s = scratch{}
+}
+
+// ensure sizes the scratch for T tokens, nOut outputs and a meta area of
+// metaInts ints. The caller holds d.mu.
+func (b *Backend) ensure(T, nOut, metaInts int) error {
+	s := &b.s
+	if T <= s.tokens && nOut <= s.outputs && metaInts <= s.meta {
+		return nil
+	}
+	d := b.d
+	d.forget(s.all()...)
+	s.close()
+	c := b.c
+	T = max(T, 16)
+	nOut = max(nOut, T)
+	metaInts = max(metaInts, 4*T+T*((c.Context+15)/16))
+	S := T * c.TopK
+	qdim, kvdim := c.Heads*c.HeadDim, c.KVHeads*c.HeadDim
+	actMax := max(T*c.Dim, T*qdim, S*c.FFN)
+	f := func(n int) uint64 { return uint64(4 * n) }
+	type alloc struct {
+		dst  **Buffer
+		size uint64
+		host bool
+	}
+	allocs := []alloc{
+		{&s.xin, f(T * c.Dim), true}, {&s.cos, f(T * c.HeadDim / 2), true}, {&s.sin, f(T * c.HeadDim / 2), true},
+		{&s.meta_, f(metaInts), true}, {&s.logits, f(nOut * c.Vocab), true},
+		{&s.x, f(T * c.Dim), false}, {&s.xn, f(T * c.Dim), false}, {&s.q, f(T * qdim), false}, {&s.att, f(T * qdim), false},
+		{&s.k, f(T * kvdim), false}, {&s.v, f(T * kvdim), false},
+		{&s.xq, uint64(actMax), false}, {&s.xd, f(actMax / 32), false},
+		{&s.router, f(T * c.Experts), false}, {&s.route, f(2*c.Experts + 5*S), false},
+		{&s.g, f(S * c.FFN), false}, {&s.u, f(S * c.FFN), false}, {&s.ye, f(S * c.Dim), false}, {&s.outRows, f(nOut * c.Dim), false},
+	}
+	for _, a := range allocs {
+		buf, err := d.NewBuffer(a.size, a.host)
+		if err != nil {
+			s.close()
+			return fmt.Errorf("scratch for %d tokens: %w", T, err)
+		}
+		*a.dst = buf
+	}
+	s.tokens, s.outputs, s.meta = T, nOut, metaInts
+	return nil
+}
+
+// Forward implements model.Accelerator: the whole forward pass is one
+// command buffer, one submission and one wait.
+func (b *Backend) Forward(in *model.DeviceBatch) ([]float32, error) {
+	c := b.c
+	T, nOut := len(in.Pos), len(in.Outputs)
+	cache, ok := in.Cache.(*Cache)
+	if !ok || cache.k == nil {
+		return nil, fmt.Errorf("gpu: the batch's cache is not a live cache of this device")
+	}
+	d := b.d
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	metaInts := 4*T + len(in.Blocks)
+	if err := b.ensure(T, nOut, metaInts); err != nil {
+		return nil, err
+	}
+	s := &b.s
+	copy(s.xin.Floats(), in.X)
+	copy(s.cos.Floats(), in.Cos)
+	copy(s.sin.Floats(), in.Sin)
+	meta := s.meta_.Ints()
+	posOff, rowsOff, blockOffOff, outOff, blocksOff := 0, T, 2*T, 3*T, 3*T+nOut
+	copy(meta[posOff:], in.Pos)
+	copy(meta[rowsOff:], in.Rows)
+	copy(meta[blockOffOff:], in.BlockOff)
+	copy(meta[outOff:], in.Outputs)
+	copy(meta[blocksOff:], in.Blocks)
+
+	r := &recorder{d: d, b: b}
+	err := d.submit(func(cmd vk.CommandBuffer) {
+		r.cmd = cmd
+		if d.timers != 0 {
+			cmd.ResetQueries(d.timers, 0, 2)
+			cmd.WriteTimestamp(vk.PipelineStageTopOfPipe, d.timers, 0)
+		}
+		D := c.Dim
+		cmd.CopyBuffer(s.xin.buf, s.x.buf, 0, 0, uint64(4*T*D))
+		cmd.Barrier(vk.PipelineStageTransfer, vk.PipelineStageCompute, vk.AccessTransferWrite, vk.AccessShaderRead|vk.AccessShaderWrite)
+		qdim := c.Heads * c.HeadDim
+		S := T * c.TopK
+		for l := range b.layers {
+			ly := &b.layers[l]
+			r.rmsNorm(s.x, ly.attnNorm, s.xn, s.meta_, T, D, c.NormEps, false, 0)
+			r.barrier()
+			xn := r.act(s.xn, T, D)
+			r.matmul(ly.wq, xn, s.q, T, 0)
+			r.matmul(ly.wk, xn, s.k, T, 0)
+			r.matmul(ly.wv, xn, s.v, T, 0)
+			r.barrier()
+			adjacent := uint32(0)
+			if c.Rope == model.RopeAdjacent {
+				adjacent = 1
+			}
+			r.dispatch("rope_store", [3]uint32{uint32(T), 1, 1}, []*Buffer{s.q, s.k, s.v, cache.k[l], cache.v[l], s.cos, s.sin, s.meta_},
+				uint32(c.Heads), uint32(c.KVHeads), uint32(c.HeadDim), adjacent, uint32(rowsOff))
+			r.barrier()
+			r.dispatch("attention", [3]uint32{uint32(c.Heads), uint32(T), 1}, []*Buffer{s.q, cache.k[l], cache.v[l], s.att, s.meta_},
+				uint32(c.Heads), uint32(c.KVHeads), uint32(c.HeadDim), uint32(c.SlidingWindow), uint32(in.BlockSize),
+				math.Float32bits(float32(1/math.Sqrt(float64(c.HeadDim)))), uint32(posOff), uint32(blockOffOff), uint32(blocksOff))
+			r.barrier()
+			att := r.act(s.att, T, qdim)
+			r.matmul(ly.wo, att, s.x, T, modeAccumulate)
+			r.barrier()
+
+			r.rmsNorm(s.x, ly.ffnNorm, s.xn, s.meta_, T, D, c.NormEps, false, 0)
+			r.barrier()
+			xn = r.act(s.xn, T, D)
+			dense := uint32(1)
+			if ly.router != nil {
+				dense = 0
+				r.matmul(ly.router, xn, s.router, T, 0)
+				r.barrier()
+			}
+			r.dispatch("moe_route", [3]uint32{1, 1, 1}, []*Buffer{s.router, s.route}, uint32(T), uint32(c.Experts), uint32(c.TopK), dense)
+			r.barrier()
+			for e := range ly.gate {
+				r.matmulExpert(ly.gate[e], xn, s.g, s.route, e, true)
+				r.matmulExpert(ly.up[e], xn, s.u, s.route, e, true)
+			}
+			r.barrier()
+			r.dispatch1D("swiglu", S*c.FFN, 256, []*Buffer{s.g, s.u}, uint32(S*c.FFN))
+			r.barrier()
+			g := r.act(s.g, S, c.FFN)
+			for e := range ly.down {
+				r.matmulExpert(ly.down[e], g, s.ye, s.route, e, false)
+			}
+			r.barrier()
+			r.dispatch("combine", [3]uint32{uint32(T), 1, 1}, []*Buffer{s.x, s.ye, s.route}, uint32(D), uint32(c.Experts), uint32(c.TopK), uint32(T))
+			r.barrier()
+		}
+		if nOut > 0 {
+			r.rmsNorm(s.x, b.outNorm, s.outRows, s.meta_, nOut, D, c.NormEps, true, outOff)
+			r.barrier()
+			out := r.act(s.outRows, nOut, D)
+			r.matmul(b.output, out, s.logits, nOut, 0)
+		}
+		cmd.Barrier(vk.PipelineStageCompute, vk.PipelineStageHost, vk.AccessShaderWrite, vk.AccessHostRead)
+		if d.timers != 0 {
+			cmd.WriteTimestamp(vk.PipelineStageBottomOfPipe, d.timers, 1)
+		}
+	})
+	if err == nil {
+		err = r.err
+	}
+	if err != nil {
+		return nil, err
+	}
+	b.gpuTime = 0
+	if d.timers != 0 {
+		var ts [2]uint64
+		if d.dev.Timestamps(d.timers, ts[:]) == nil && ts[1] > ts[0] {
+			b.gpuTime = float64(ts[1]-ts[0]) * float64(d.info.TimestampPeriod) * 1e-9
+		}
+	}
+	return s.logits.Floats()[:nOut*c.Vocab], nil
+}
+
+// act is an activation matrix a matmul reads: buf's contents between two
+// writes, numbered so the Q8_0 form is made once per activation.
+type act struct {
+	buf        *Buffer
+	rows, cols int
+	gen        int
+}
+
+const (
+	modeAccumulate = 1
+	modeExpert     = 2
+	modeGather     = 4
+)
+
+// recorder records one Forward's dispatches. Set lookups can fail (pool
+// exhaustion); the first error is kept and the rest of the recording is
+// skipped.
+type recorder struct {
+	d    *Device
+	b    *Backend
+	cmd  vk.CommandBuffer
+	err  error
+	gen  int // activations made so far
+	inXQ int // the activation the Q8_0 buffers hold (0: none)
+}
+
+// act names the current contents of buf as an activation.
+func (r *recorder) act(buf *Buffer, rows, cols int) *act {
+	r.gen++
+	return &act{buf: buf, rows: rows, cols: cols, gen: r.gen}
+}
+
+func (r *recorder) barrier() {
+	r.cmd.Barrier(vk.PipelineStageCompute, vk.PipelineStageCompute, vk.AccessShaderWrite, vk.AccessShaderRead|vk.AccessShaderWrite)
+}
+
+// dispatch binds the named pipeline with bufs and push constants.
+func (r *recorder) dispatch(name string, groups [3]uint32, bufs []*Buffer, push ...uint32) {
+	if r.err != nil {
+		return
+	}
+	set, err := r.d.set(bufs...)
+	if err != nil {
+		r.err = err
+		return
+	}
+	r.cmd.BindPipeline(r.d.pipelines[name])
+	r.cmd.BindSet(r.d.layout, set)
+	if len(push) > 0 {
+		r.cmd.PushConstants(r.d.layout, unsafe.Pointer(&push[0]), uint32(4*len(push)))
+	}
+	r.cmd.Dispatch(groups[0], groups[1], groups[2])
+}
+
+// grid spreads n workgroups over x and y (x at most 65535).
+func grid(n int) [3]uint32 {
+	const maxX = 65535
+	if n <= maxX {
+		return [3]uint32{uint32(max(n, 1)), 1, 1}
+	}
+	return [3]uint32{maxX, uint32((n + maxX - 1) / maxX), 1}
+}
+
+func (r *recorder) dispatch1D(name string, n, local int, bufs []*Buffer, push ...uint32) {
+	r.dispatch(name, grid((n+local-1)/local), bufs, push...)
+}
+
+func (r *recorder) rmsNorm(x, w, out, meta *Buffer, rows, dim int, eps float32, gather bool, rowsOff int) {
+	g := uint32(0)
+	if gather {
+		g = 1
+	}
+	r.dispatch("rmsnorm", [3]uint32{uint32(rows), 1, 1}, []*Buffer{x, w, out, meta}, uint32(dim), math.Float32bits(eps), g, uint32(rowsOff))
+}
+
+// quantize makes sure the Q8_0 buffers hold a.
+func (r *recorder) quantize(a *act) {
+	if r.inXQ == a.gen {
+		return
+	}
+	n := a.rows * a.cols
+	s := &r.b.s
+	r.dispatch1D("quant_q8", n/32, 64, []*Buffer{a.buf, s.xq, s.xd}, uint32(n/32))
+	r.barrier()
+	r.inXQ = a.gen
+}
+
+var matmulShader = map[tensor.DType]string{
+	tensor.F32: "matmul_f32", tensor.F16: "matmul_f16", tensor.BF16: "matmul_bf16", tensor.Q8_0: "matmul_q8_0", tensor.Q4_0: "matmul_q4_0",
+}
+
+// matmul records y (+)= W·a for a's first n rows, chunk by chunk.
+func (r *recorder) matmul(w *weight, a *act, y *Buffer, n int, mode uint32) {
+	r.matmulRoute(w, a, y, nil, n, mode, 0)
+}
+
+// matmulExpert records expert e's matmul over the slots the route buffer
+// assigns it, reading a's rows by token (gather) or by slot.
+func (r *recorder) matmulExpert(w *weight, a *act, y, route *Buffer, e int, gather bool) {
+	mode := uint32(modeExpert)
+	if gather {
+		mode |= modeGather
+	}
+	r.matmulRoute(w, a, y, route, 0, mode, e)
+}
+
+func (r *recorder) matmulRoute(w *weight, a *act, y, route *Buffer, n int, mode uint32, e int) {
+	s := &r.b.s
+	quant := w.typ == tensor.Q8_0 || w.typ == tensor.Q4_0
+	if quant {
+		r.quantize(a)
+	}
+	for _, ch := range w.chunks {
+		bufs := []*Buffer{ch.buf, a.buf, nil, y, route}
+		if quant {
+			bufs[1], bufs[2] = s.xq, s.xd
+		}
+		r.dispatch(matmulShader[w.typ], grid(ch.rows), bufs,
+			uint32(ch.rows), uint32(w.cols), uint32(n), mode, uint32(e), uint32(r.b.c.Experts), uint32(w.rows), uint32(ch.lo))
+	}
+}
