@@ -22,6 +22,7 @@ type engineFlags struct {
 	ctxSize        int
 	quantization   string
 	expertParallel bool
+	device         string
 }
 
 func (e *engineFlags) register(f *pflag.FlagSet) {
@@ -31,6 +32,7 @@ func (e *engineFlags) register(f *pflag.FlagSet) {
 	f.IntVar(&e.tensorParallel, "tensor-parallel", 1, "tensor-parallel shards")
 	f.IntVar(&e.ctxSize, "ctx-size", 0, "maximum sequence length (0: the model's context length)")
 	f.StringVar(&e.quantization, "quantization", "auto", "convert weights at load: auto (keep the file's), bf16, fp8 (Q8_0 on CPUs), int8 (Q8_0) or int4 (Q4_0)")
+	f.StringVar(&e.device, "device", "auto", "where the layers run: auto (a GPU through Vulkan when there is one, else the CPU), cpu, vulkan (the best Vulkan device, lavapipe included) or vulkan:N (see moe devices)")
 	f.BoolVar(&e.expertParallel, "expert-parallel", false, "with --tensor-parallel, place whole experts on shards instead of splitting every expert")
 }
 
@@ -47,7 +49,22 @@ func (e *engineFlags) open() (*model.Model, error) {
 	if strings.EqualFold(e.quantization, "fp8") {
 		fmt.Fprintln(os.Stderr, "moe: --quantization fp8: the CPU backend has no FP8 kernels; running Q8_0, which takes the same memory")
 	}
-	return model.Open(path, opts)
+	if opts.Device, err = e.deviceFactory(); err != nil {
+		return nil, err
+	}
+	m, err := model.Open(path, opts)
+	if err != nil && opts.Device != nil && (e.device == "auto" || e.device == "") {
+		// auto never fails where the CPU would run: say why and go on.
+		fmt.Fprintf(os.Stderr, "moe: --device auto: running on the CPU: the GPU could not load the model: %v\n", err)
+		opts.Device = nil
+		return model.Open(path, opts)
+	}
+	if err == nil {
+		if name, ok := m.Accelerated(); ok {
+			fmt.Fprintf(os.Stderr, "moe: running on %s\n", name)
+		}
+	}
+	return m, err
 }
 
 // parseTokens parses "1,2,3" (spaces allowed).

@@ -1,0 +1,95 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/moe-operator/moe-operator/engine/gpu"
+	"github.com/moe-operator/moe-operator/engine/gpu/vk"
+	"github.com/moe-operator/moe-operator/engine/model"
+)
+
+func init() { rootCmd.AddCommand(newDevicesCmd()) }
+
+func newDevicesCmd() *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "devices",
+		Short: "List the Vulkan devices the engine can run on, with memory and features",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			devs, err := gpu.Devices()
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			if asJSON {
+				enc := json.NewEncoder(out)
+				enc.SetIndent("", "  ")
+				return enc.Encode(devs)
+			}
+			if len(devs) == 0 {
+				fmt.Fprintln(out, "no Vulkan devices (the loader found no driver)")
+				return nil
+			}
+			for _, d := range devs {
+				fmt.Fprintf(out, "vulkan:%d  %s (%s, Vulkan %s)\n", d.Index, d.Name, d.Type, d.API)
+				fmt.Fprintf(out, "  memory %.1f GiB (budget %.1f GiB), largest binding %d MiB, subgroup %d\n",
+					float64(d.Memory)/(1<<30), float64(d.Budget)/(1<<30), d.MaxRange>>20, d.Subgroup)
+				fmt.Fprintf(out, "  features: %s\n", strings.Join(d.Features, ", "))
+				switch {
+				case len(d.Missing) > 0:
+					fmt.Fprintf(out, "  unusable: lacks %s\n", strings.Join(d.Missing, ", "))
+				case d.CPU:
+					fmt.Fprintln(out, "  a software device: --device vulkan:N uses it, --device auto does not")
+				}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+// deviceFactory resolves --device: nil for the CPU. auto takes the best
+// GPU and falls back to the CPU, saying why, when there is none; vulkan
+// and vulkan:N insist.
+func (e *engineFlags) deviceFactory() (model.AcceleratorFactory, error) {
+	opts := gpu.Options{Log: func(s string) { fmt.Fprintln(os.Stderr, "moe:", s) }}
+	switch spec := strings.ToLower(e.device); spec {
+	case "cpu":
+		return nil, nil
+	case "auto", "":
+		devs, err := gpu.Devices()
+		if err != nil {
+			if errors.Is(err, vk.ErrNoLoader) {
+				fmt.Fprintf(os.Stderr, "moe: --device auto: running on the CPU: %v\n", err)
+			} else {
+				fmt.Fprintf(os.Stderr, "moe: --device auto: running on the CPU: Vulkan failed: %v\n", err)
+			}
+			return nil, nil
+		}
+		for _, d := range devs {
+			if !d.CPU && len(d.Missing) == 0 {
+				if e.tensorParallel > 1 {
+					fmt.Fprintf(os.Stderr, "moe: --device auto: running on the CPU: tensor parallelism over GPUs is not supported yet (found %s)\n", d.Name)
+					return nil, nil
+				}
+				return gpu.Factory(-1, false, opts), nil
+			}
+		}
+		fmt.Fprintf(os.Stderr, "moe: --device auto: running on the CPU: no GPU among %d Vulkan device(s) (`moe devices` lists them)\n", len(devs))
+		return nil, nil
+	default:
+		index, err := gpu.Select(spec)
+		if err != nil {
+			return nil, err
+		}
+		return gpu.Factory(index, true, opts), nil
+	}
+}
