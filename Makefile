@@ -46,8 +46,9 @@ help: ## Show this help.
 ##@ Development
 
 .PHONY: generate
-generate: $(CONTROLLER_GEN) ## Generate DeepCopy methods for the API types.
+generate: $(CONTROLLER_GEN) ## Generate DeepCopy methods for the API types and the Vulkan backend's SPIR-V (needs glslc: make vulkan).
 	$(CONTROLLER_GEN) object paths="./api/..."
+	hack/gen-shaders.sh
 
 .PHONY: manifests
 manifests: $(CONTROLLER_GEN) ## Generate the CRD and RBAC manifests, sync them into the Helm chart, regenerate docs/crd-reference.md.
@@ -77,6 +78,10 @@ verify: $(CONTROLLER_GEN) ## Fail when generated code, CRDs, RBAC, chart copies 
 
 ##@ Test
 
+.PHONY: vulkan
+vulkan: ## Install (once, from Debian) the Vulkan loader, Mesa's lavapipe, the validation layers and glslc that the GPU backend's tests and shaders need.
+	@hack/setup-vulkan.sh
+
 .PHONY: envtest
 envtest: ## Build (once) the kube-apiserver and etcd envtest uses; prints their folder.
 	@hack/setup-envtest.sh
@@ -100,7 +105,7 @@ $(OPENAI_CLIENT_STAMP): test/openai/package.json test/openai/package-lock.json
 openai-client: $(OPENAI_CLIENT_STAMP) ## Install the openai npm client the server's API test uses.
 
 .PHONY: test
-test: reference openai-client $(HELM) ## Run the tests (envtest control plane and helm included) for TEST_PKGS (default ./...).
+test: reference openai-client vulkan $(HELM) ## Run the tests (envtest control plane and helm included) for TEST_PKGS (default ./...).
 	assets="$$(hack/setup-envtest.sh)"; \
 	KUBEBUILDER_ASSETS="$$assets" MOE_REQUIRE_ENVTEST=1 HELM=$(HELM) MOE_REQUIRE_HELM=1 go test $(TEST_FLAGS) $(TEST_PKGS)
 	@# The portable kernels (arm64 and other CPUs without AVX2) as the main path, not only beside the assembly.

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Fails when a generated file is stale: the API's deepcopy code, the CRDs, the manager's RBAC
-# role, the Helm chart's copies of them, or docs/crd-reference.md. Everything is regenerated
+# role, the Helm chart's copies of them, docs/crd-reference.md, or the Vulkan backend's SPIR-V. Everything is regenerated
 # into a temporary folder and compared with the working tree, so it works on a clean clone
 # and in a tree with unrelated uncommitted changes alike.
 set -euo pipefail
@@ -35,6 +35,9 @@ if [[ -d hack/crd-reference ]]; then
   go run ./hack/crd-reference > "$tmp/crd-reference.md"
   compare "$tmp/crd-reference.md" docs/crd-reference.md "docs/crd-reference.md (make crd-reference)"
 fi
+
+hack/gen-shaders.sh "$tmp/spv"
+compare "$tmp/spv" engine/gpu/spv "SPIR-V shaders (make generate)"
 
 if [[ $status -eq 0 ]]; then echo "generated files are up to date"; fi
 exit "$status"
