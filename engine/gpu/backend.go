@@ -1,8 +1,10 @@
 package gpu
 
 import (
+	"cmp"
 	"fmt"
 	"math"
+	"slices"
 	"unsafe"
 
 	"github.com/moe-operator/moe-operator/engine/gpu/vk"
@@ -47,7 +49,8 @@ type Backend struct {
 	output  *weight
 	s       scratch
 	caches  map[*Cache]bool // live, closed with the backend
-	gpuTime float64         // seconds of device time of the last Forward (0: no timestamps)
+	profile map[string]*Timing
+	gpuTime float64 // seconds of device time of the last Forward (0: no timestamps)
 }
 
 // NewBackend prepares d for a model of config c whose converted weights
@@ -340,7 +343,7 @@ func (b *Backend) ensure(T, nOut, metaInts int) error {
 		{&s.x, f(T * c.Dim), false}, {&s.xn, f(T * c.Dim), false}, {&s.q, f(T * qdim), false}, {&s.att, f(T * qdim), false},
 		{&s.k, f(T * kvdim), false}, {&s.v, f(T * kvdim), false},
 		{&s.xq, uint64(actMax), false}, {&s.xd, f(actMax / 32), false},
-		{&s.router, f(T * c.Experts), false}, {&s.route, f(2*c.Experts + 5*S), false},
+		{&s.router, f(T * c.Experts), false}, {&s.route, f(8*c.Experts + 5*S), false},
 		{&s.g, f(S * c.FFN), false}, {&s.u, f(S * c.FFN), false}, {&s.ye, f(S * c.Dim), false}, {&s.outRows, f(nOut * c.Dim), false},
 	}
 	for _, a := range allocs {
@@ -383,11 +386,11 @@ func (b *Backend) Forward(in *model.DeviceBatch) ([]float32, error) {
 	copy(meta[outOff:], in.Outputs)
 	copy(meta[blocksOff:], in.Blocks)
 
-	r := &recorder{d: d, b: b}
+	r := &recorder{d: d, b: b, tokens: T}
 	err := d.submit(func(cmd vk.CommandBuffer) {
 		r.cmd = cmd
 		if d.timers != 0 {
-			cmd.ResetQueries(d.timers, 0, 2)
+			cmd.ResetQueries(d.timers, 0, maxTimers)
 			cmd.WriteTimestamp(vk.PipelineStageTopOfPipe, d.timers, 0)
 		}
 		D := c.Dim
@@ -428,8 +431,12 @@ func (b *Backend) Forward(in *model.DeviceBatch) ([]float32, error) {
 				r.matmul(ly.router, xn, s.router, T, 0)
 				r.barrier()
 			}
-			r.dispatch("moe_route", [3]uint32{1, 1, 1}, []*Buffer{s.router, s.route}, uint32(T), uint32(c.Experts), uint32(c.TopK), dense)
-			r.barrier()
+			r.dispatch("moe_route", [3]uint32{1, 1, 1}, []*Buffer{s.router, s.route}, uint32(T), uint32(c.Experts), uint32(c.TopK), dense,
+				uint32(groups(c.FFN)), uint32(groups(D)))
+			cmd.Barrier(vk.PipelineStageCompute, vk.PipelineStageCompute|vk.PipelineStageDrawIndirect, vk.AccessShaderWrite,
+				vk.AccessShaderRead|vk.AccessShaderWrite|vk.AccessIndirectCommandRead)
+			r.argsOff = uint64(4 * (2*c.Experts + 5*S))
+			r.label = " experts"
 			for e := range ly.gate {
 				r.matmulExpert(ly.gate[e], xn, s.g, s.route, e, true)
 				r.matmulExpert(ly.up[e], xn, s.u, s.route, e, true)
@@ -442,6 +449,7 @@ func (b *Backend) Forward(in *model.DeviceBatch) ([]float32, error) {
 				r.matmulExpert(ly.down[e], g, s.ye, s.route, e, false)
 			}
 			r.barrier()
+			r.label = ""
 			r.dispatch("combine", [3]uint32{uint32(T), 1, 1}, []*Buffer{s.x, s.ye, s.route}, uint32(D), uint32(c.Experts), uint32(c.TopK), uint32(T))
 			r.barrier()
 		}
@@ -449,7 +457,9 @@ func (b *Backend) Forward(in *model.DeviceBatch) ([]float32, error) {
 			r.rmsNorm(s.x, b.outNorm, s.outRows, s.meta_, nOut, D, c.NormEps, true, outOff)
 			r.barrier()
 			out := r.act(s.outRows, nOut, D)
+			r.label = " output"
 			r.matmul(b.output, out, s.logits, nOut, 0)
+			r.label = ""
 		}
 		cmd.Barrier(vk.PipelineStageCompute, vk.PipelineStageHost, vk.AccessShaderWrite, vk.AccessHostRead)
 		if d.timers != 0 {
@@ -462,13 +472,7 @@ func (b *Backend) Forward(in *model.DeviceBatch) ([]float32, error) {
 	if err != nil {
 		return nil, err
 	}
-	b.gpuTime = 0
-	if d.timers != 0 {
-		var ts [2]uint64
-		if d.dev.Timestamps(d.timers, ts[:]) == nil && ts[1] > ts[0] {
-			b.gpuTime = float64(ts[1]-ts[0]) * float64(d.info.TimestampPeriod) * 1e-9
-		}
-	}
+	b.readTimers(r.names)
 	return s.logits.Floats()[:nOut*c.Vocab], nil
 }
 
@@ -490,13 +494,24 @@ const (
 // exhaustion); the first error is kept and the rest of the recording is
 // skipped.
 type recorder struct {
-	d    *Device
-	b    *Backend
-	cmd  vk.CommandBuffer
-	err  error
-	gen  int // activations made so far
-	inXQ int // the activation the Q8_0 buffers hold (0: none)
+	d      *Device
+	b      *Backend
+	cmd    vk.CommandBuffer
+	err    error
+	gen    int      // activations made so far
+	inXQ   int      // the activation the Q8_0 buffers hold (0: none)
+	names  []string // the profiled dispatches, by timestamp
+	tokens int      // the batch's
+	label  string   // appended to the profiled names (" experts", " output")
+	// argsOff is where the route buffer's indirect dispatch arguments
+	// start: an expert without tokens launches no workgroups.
+	argsOff     uint64
+	indirect    *Buffer // set for the next dispatch only
+	indirectOff uint64
 }
+
+// groups is the matmul workgroups for rows weight rows.
+func groups(rows int) int { return (rows + matmulRows - 1) / matmulRows }
 
 // act names the current contents of buf as an activation.
 func (r *recorder) act(buf *Buffer, rows, cols int) *act {
@@ -523,7 +538,72 @@ func (r *recorder) dispatch(name string, groups [3]uint32, bufs []*Buffer, push 
 	if len(push) > 0 {
 		r.cmd.PushConstants(r.d.layout, unsafe.Pointer(&push[0]), uint32(4*len(push)))
 	}
-	r.cmd.Dispatch(groups[0], groups[1], groups[2])
+	if r.indirect != nil {
+		r.cmd.DispatchIndirect(r.indirect.buf, r.indirectOff)
+	} else {
+		r.cmd.Dispatch(groups[0], groups[1], groups[2])
+	}
+	if r.d.opts.Profile && r.d.timers != 0 && len(r.names) < maxTimers-2 {
+		r.cmd.WriteTimestamp(vk.PipelineStageCompute, r.d.timers, uint32(2+len(r.names)))
+		r.names = append(r.names, name+r.label)
+	}
+}
+
+// dispatchIndirect is dispatch with the group counts read from the route
+// buffer at off.
+func (r *recorder) dispatchIndirect(name string, off uint64, bufs []*Buffer, push ...uint32) {
+	r.indirect, r.indirectOff = r.b.s.route, off
+	r.dispatch(name, [3]uint32{}, bufs, push...)
+	r.indirect = nil
+}
+
+// Timing is the device time one shader took over the profiled Forwards.
+type Timing struct {
+	Name       string
+	Seconds    float64
+	Dispatches int
+}
+
+// Profile returns the device time per shader since the backend opened
+// (with Options.Profile), largest first.
+func (b *Backend) Profile() []Timing {
+	b.d.mu.Lock()
+	defer b.d.mu.Unlock()
+	var out []Timing
+	for _, t := range b.profile {
+		out = append(out, *t)
+	}
+	slices.SortFunc(out, func(a, b Timing) int { return cmp.Compare(b.Seconds, a.Seconds) })
+	return out
+}
+
+// readTimers records the last Forward's timestamps. The caller holds d.mu.
+func (b *Backend) readTimers(names []string) {
+	d := b.d
+	b.gpuTime = 0
+	if d.timers == 0 {
+		return
+	}
+	ts := make([]uint64, 2+len(names))
+	if d.dev.Timestamps(d.timers, ts) != nil || ts[1] <= ts[0] {
+		return
+	}
+	tick := float64(d.info.TimestampPeriod) * 1e-9
+	b.gpuTime = float64(ts[1]-ts[0]) * tick
+	if b.profile == nil {
+		b.profile = map[string]*Timing{}
+	}
+	prev := ts[0]
+	for i, name := range names {
+		t := b.profile[name]
+		if t == nil {
+			t = &Timing{Name: name}
+			b.profile[name] = t
+		}
+		t.Seconds += float64(ts[2+i]-prev) * tick
+		t.Dispatches++
+		prev = ts[2+i]
+	}
 }
 
 // grid spreads n workgroups over x and y (x at most 65535).
@@ -559,13 +639,30 @@ func (r *recorder) quantize(a *act) {
 	r.inXQ = a.gen
 }
 
+// matmulRows is the weight rows per matmul workgroup (ROWS in matmul.comp).
+const matmulRows = 4
+
+// matmulPass are the matmul variants' activation rows per pass (NR in
+// matmul.comp): a pass reads each weight once for up to that many rows.
+var matmulPass = []int{1, 2, 4, 8}
+
+// passFor picks the variant for at most n activation rows.
+func passFor(n int) int {
+	for _, nr := range matmulPass {
+		if n <= nr {
+			return nr
+		}
+	}
+	return matmulPass[len(matmulPass)-1]
+}
+
 var matmulShader = map[tensor.DType]string{
 	tensor.F32: "matmul_f32", tensor.F16: "matmul_f16", tensor.BF16: "matmul_bf16", tensor.Q8_0: "matmul_q8_0", tensor.Q4_0: "matmul_q4_0",
 }
 
 // matmul records y (+)= W·a for a's first n rows, chunk by chunk.
 func (r *recorder) matmul(w *weight, a *act, y *Buffer, n int, mode uint32) {
-	r.matmulRoute(w, a, y, nil, n, mode, 0)
+	r.matmulRoute(w, a, y, nil, n, n, mode, 0)
 }
 
 // matmulExpert records expert e's matmul over the slots the route buffer
@@ -575,10 +672,12 @@ func (r *recorder) matmulExpert(w *weight, a *act, y, route *Buffer, e int, gath
 	if gather {
 		mode |= modeGather
 	}
-	r.matmulRoute(w, a, y, route, 0, mode, e)
+	r.matmulRoute(w, a, y, route, 0, r.tokens, mode, e)
 }
 
-func (r *recorder) matmulRoute(w *weight, a *act, y, route *Buffer, n int, mode uint32, e int) {
+// matmulRoute records the matmul over n rows (or the expert's, at most
+// maxRows).
+func (r *recorder) matmulRoute(w *weight, a *act, y, route *Buffer, n, maxRows int, mode uint32, e int) {
 	s := &r.b.s
 	quant := w.typ == tensor.Q8_0 || w.typ == tensor.Q4_0
 	if quant {
@@ -589,7 +688,19 @@ func (r *recorder) matmulRoute(w *weight, a *act, y, route *Buffer, n int, mode 
 		if quant {
 			bufs[1], bufs[2] = s.xq, s.xd
 		}
-		r.dispatch(matmulShader[w.typ], grid(ch.rows), bufs,
-			uint32(ch.rows), uint32(w.cols), uint32(n), mode, uint32(e), uint32(r.b.c.Experts), uint32(w.rows), uint32(ch.lo))
+		name := fmt.Sprintf("%s/%d", matmulShader[w.typ], passFor(maxRows))
+		push := []uint32{uint32(ch.rows), uint32(w.cols), uint32(n), mode, uint32(e), uint32(r.b.c.Experts), uint32(w.rows), uint32(ch.lo)}
+		g := grid(groups(ch.rows))
+		if mode&modeExpert != 0 && len(w.chunks) == 1 && g[1] == 1 {
+			// moe_route wrote this expert's group count: gate and up
+			// have FFN rows, down has Dim rows.
+			off := r.argsOff + uint64(4*6*e)
+			if w.rows != r.b.c.FFN {
+				off += 12
+			}
+			r.dispatchIndirect(name, off, bufs, push...)
+			continue
+		}
+		r.dispatch(name, g, bufs, push...)
 	}
 }

@@ -39,6 +39,10 @@ type Options struct {
 	MemoryLimit uint64
 	// Log receives one line per notable event (nil: discarded).
 	Log func(string)
+	// Profile times every dispatch with timestamp queries
+	// (Backend.Profile); it serialises nothing more than the barriers
+	// already do, but reading the queries costs a little per Forward.
+	Profile bool
 }
 
 // Info describes one physical device, as `moe devices` lists them.
@@ -89,6 +93,7 @@ func describe(i int, d *vk.DeviceInfo) Info {
 		{"storageBuffer16BitAccess", d.StorageBuffer16Bit, true},
 		{"storageBuffer8BitAccess", d.StorageBuffer8Bit, true},
 		{"compute queue", d.ComputeQueueFamily >= 0, true},
+		{"subgroup arithmetic", d.SubgroupArithmetic, true},
 		{"shaderFloat16", d.ShaderFloat16, false},
 		{"shaderInt8", d.ShaderInt8, false},
 		{"integerDotProduct", d.IntegerDotProduct, false},
@@ -258,6 +263,10 @@ func (d *Device) log(s string) {
 	}
 }
 
+// maxTimers is the timestamp pool's size: the Forward's start and end,
+// then one per dispatch when profiling.
+const maxTimers = 4096
+
 // shaders lists the pipelines, by embedded file name.
 var shaders = []string{"rmsnorm", "quant_q8", "swiglu", "rope_store", "attention", "moe_route", "combine",
 	"matmul_f32", "matmul_f16", "matmul_bf16", "matmul_q8_0", "matmul_q4_0"}
@@ -283,7 +292,7 @@ func (d *Device) setup() (err error) {
 		return err
 	}
 	if d.info.TimestampCompute {
-		if d.timers, err = d.dev.CreateTimestampPool(2); err != nil {
+		if d.timers, err = d.dev.CreateTimestampPool(maxTimers); err != nil {
 			return err
 		}
 	}
@@ -302,12 +311,23 @@ func (d *Device) setup() (err error) {
 		if err != nil {
 			return fmt.Errorf("shader %s: %w", name, err)
 		}
-		p, err := d.dev.CreateComputePipeline(mod, d.layout, nil)
-		d.dev.DestroyShaderModule(mod)
-		if err != nil {
-			return fmt.Errorf("pipeline %s: %w", name, err)
+		// matmul comes in one variant per activation rows per pass.
+		variants := map[string][]uint32{name: nil}
+		if strings.HasPrefix(name, "matmul_") {
+			variants = map[string][]uint32{}
+			for _, nr := range matmulPass {
+				variants[fmt.Sprintf("%s/%d", name, nr)] = []uint32{uint32(nr)}
+			}
 		}
-		d.pipelines[name] = p
+		for vname, spec := range variants {
+			p, err := d.dev.CreateComputePipeline(mod, d.layout, spec)
+			if err != nil {
+				d.dev.DestroyShaderModule(mod)
+				return fmt.Errorf("pipeline %s: %w", vname, err)
+			}
+			d.pipelines[vname] = p
+		}
+		d.dev.DestroyShaderModule(mod)
 	}
 	if d.dummy, err = d.NewBuffer(16, false); err != nil {
 		return err
@@ -378,7 +398,7 @@ func (d *Device) NewBuffer(size uint64, host bool) (*Buffer, error) {
 		return nil, fmt.Errorf("%w: %s more would bring the backend to %s, past the %s it may use on %s", ErrDeviceMemory,
 			human(size), human(d.used+size), human(d.limit), d.Info.Name)
 	}
-	usage := uint32(vk.BufferUsageStorage | vk.BufferUsageTransferSrc | vk.BufferUsageTransferDst)
+	usage := uint32(vk.BufferUsageStorage | vk.BufferUsageTransferSrc | vk.BufferUsageTransferDst | vk.BufferUsageIndirect)
 	buf, err := d.dev.CreateBuffer(size, usage)
 	if err != nil {
 		return nil, err

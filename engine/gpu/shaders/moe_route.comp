@@ -13,12 +13,15 @@
 //   [2E+2S, 2E+3S)   each token's k experts, by rank
 //   [2E+3S, 2E+4S)   each token's k slots, by rank
 //   [2E+4S, 2E+5S)   each token's k weights, by rank (float bits)
+//   [2E+5S, 2E+5S+6E) indirect dispatch arguments (x, y, z) per expert:
+//                    gridUp workgroups for its gate/up matmuls, then
+//                    gridDown for its down matmul, or none without tokens
 // With dense set (no router) every token takes expert 0 with weight 1.
 #include "common.glsl"
 layout(local_size_x = 64) in;
 layout(std430, binding = 0) readonly buffer L { float logits[]; };
 layout(std430, binding = 1) buffer R { uint route[]; };
-layout(push_constant) uniform P { uint tokens, experts, topk, dense; } p;
+layout(push_constant) uniform P { uint tokens, experts, topk, dense, gridUp, gridDown; } p;
 
 const uint MAXE = 64u;
 
@@ -96,5 +99,13 @@ void main() {
 				slot++;
 			}
 		}
+		uint args = 2u * E + 5u * S + 6u * e;
+		bool used = route[e] > 0u;
+		route[args] = used ? p.gridUp : 0u;
+		route[args + 1u] = 1u;
+		route[args + 2u] = 1u;
+		route[args + 3u] = used ? p.gridDown : 0u;
+		route[args + 4u] = 1u;
+		route[args + 5u] = 1u;
 	}
 }

@@ -21,6 +21,7 @@ type DeviceInfo struct {
 	TimestampPeriod      float32 // nanoseconds per timestamp tick
 	TimestampCompute     bool
 	SubgroupSize         uint32
+	SubgroupArithmetic   bool   // subgroupAdd and friends in compute shaders
 	DeviceLocalBytes     uint64 // the largest device-local heap
 	DeviceLocalBudget    uint64 // what the driver says this process may use of it (VK_EXT_memory_budget), or DeviceLocalBytes
 	StorageBuffer8Bit    bool
@@ -72,6 +73,7 @@ func (pd PhysicalDevice) Info() *DeviceInfo {
 		TimestampCompute:    p.u32(716) != 0,
 		TimestampPeriod:     math.Float32frombits(p.u32(720)),
 		SubgroupSize:        sub.subgroupSize,
+		SubgroupArithmetic:  sub.supportedStages&ShaderStageCompute != 0 && sub.supportedOperations&subgroupArithmeticBit != 0,
 		Extensions:          map[string]bool{},
 		ComputeQueueFamily:  -1,
 	}

@@ -248,6 +248,8 @@ type properties2 struct {
 	props properties
 }
 
+const subgroupArithmeticBit = 0x4 // VK_SUBGROUP_FEATURE_ARITHMETIC_BIT
+
 type subgroupProperties struct {
 	sType                     uint32
 	pNext                     unsafe.Pointer
