@@ -17,12 +17,32 @@ import (
 func init() { rootCmd.AddCommand(newDevicesCmd()) }
 
 func newDevicesCmd() *cobra.Command {
-	var asJSON bool
+	var (
+		asJSON    bool
+		bandwidth string
+	)
 	cmd := &cobra.Command{
 		Use:   "devices",
 		Short: "List the Vulkan devices the engine can run on, with memory and features",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if bandwidth != "" {
+				index, err := gpu.Select(bandwidth)
+				if err != nil {
+					return err
+				}
+				d, err := gpu.Open(index, true, gpu.Options{})
+				if err != nil {
+					return err
+				}
+				defer d.Close()
+				bw, err := d.Bandwidth(1 << 30)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "%s: memory bandwidth %.1f GB/s (buffer copies, read + write)\n", d.Info.Name, bw/1e9)
+				return nil
+			}
 			devs, err := gpu.Devices()
 			if err != nil {
 				return err
@@ -53,6 +73,7 @@ func newDevicesCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	cmd.Flags().StringVar(&bandwidth, "bandwidth", "", "measure this device's memory bandwidth instead (vulkan or vulkan:N)")
 	return cmd
 }
 
