@@ -50,6 +50,7 @@ type Backend struct {
 	s       scratch
 	caches  map[*Cache]bool // live, closed with the backend
 	profile map[string]*Timing
+	cands   []model.Candidate
 	gpuTime float64 // seconds of device time of the last Forward (0: no timestamps)
 }
 
@@ -296,7 +297,8 @@ func (b *Backend) Close() error {
 type scratch struct {
 	tokens, outputs, meta int
 	xin, cos, sin, meta_  *Buffer // host-visible inputs
-	logits                *Buffer // host-visible output
+	logits, top           *Buffer // host-visible outputs: logits or top-k pairs
+	logitsDev             *Buffer
 	x, xn, q, k, v, att   *Buffer
 	xq, xd                *Buffer // Q8_0 activations: quants (4 per uint) and scales
 	router, route         *Buffer
@@ -304,7 +306,7 @@ type scratch struct {
 }
 
 func (s *scratch) all() []*Buffer {
-	return []*Buffer{s.xin, s.cos, s.sin, s.meta_, s.logits, s.x, s.xn, s.q, s.k, s.v, s.att, s.xq, s.xd, s.router, s.route, s.g, s.u, s.ye, s.outRows}
+	return []*Buffer{s.xin, s.cos, s.sin, s.meta_, s.logits, s.top, s.logitsDev, s.x, s.xn, s.q, s.k, s.v, s.att, s.xq, s.xd, s.router, s.route, s.g, s.u, s.ye, s.outRows}
 }
 
 func (s *scratch) close() {
@@ -339,7 +341,8 @@ func (b *Backend) ensure(T, nOut, metaInts int) error {
 	}
 	allocs := []alloc{
 		{&s.xin, f(T * c.Dim), true}, {&s.cos, f(T * c.HeadDim / 2), true}, {&s.sin, f(T * c.HeadDim / 2), true},
-		{&s.meta_, f(metaInts), true}, {&s.logits, f(nOut * c.Vocab), true},
+		{&s.meta_, f(metaInts), true}, {&s.logits, f(nOut * c.Vocab), true}, {&s.top, f(2 * nOut * model.MaxDeviceTopK), true},
+		{&s.logitsDev, f(nOut * c.Vocab), false},
 		{&s.x, f(T * c.Dim), false}, {&s.xn, f(T * c.Dim), false}, {&s.q, f(T * qdim), false}, {&s.att, f(T * qdim), false},
 		{&s.k, f(T * kvdim), false}, {&s.v, f(T * kvdim), false},
 		{&s.xq, uint64(actMax), false}, {&s.xd, f(actMax / 32), false},
@@ -360,19 +363,22 @@ func (b *Backend) ensure(T, nOut, metaInts int) error {
 
 // Forward implements model.Accelerator: the whole forward pass is one
 // command buffer, one submission and one wait.
-func (b *Backend) Forward(in *model.DeviceBatch) ([]float32, error) {
+func (b *Backend) Forward(in *model.DeviceBatch) ([]float32, []model.Candidate, error) {
 	c := b.c
 	T, nOut := len(in.Pos), len(in.Outputs)
 	cache, ok := in.Cache.(*Cache)
 	if !ok || cache.k == nil {
-		return nil, fmt.Errorf("gpu: the batch's cache is not a live cache of this device")
+		return nil, nil, fmt.Errorf("gpu: the batch's cache is not a live cache of this device")
+	}
+	if in.TopK < 0 || in.TopK > model.MaxDeviceTopK {
+		return nil, nil, fmt.Errorf("gpu: top %d: the device selects at most %d", in.TopK, model.MaxDeviceTopK)
 	}
 	d := b.d
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	metaInts := 4*T + len(in.Blocks)
 	if err := b.ensure(T, nOut, metaInts); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	s := &b.s
 	copy(s.xin.Floats(), in.X)
@@ -458,10 +464,18 @@ func (b *Backend) Forward(in *model.DeviceBatch) ([]float32, error) {
 			r.barrier()
 			out := r.act(s.outRows, nOut, D)
 			r.label = " output"
-			r.matmul(b.output, out, s.logits, nOut, 0)
+			r.matmul(b.output, out, s.logitsDev, nOut, 0)
 			r.label = ""
+			if in.TopK > 0 {
+				r.barrier()
+				r.dispatch("topk", [3]uint32{uint32(nOut), 1, 1}, []*Buffer{s.logitsDev, s.top}, uint32(c.Vocab), uint32(in.TopK))
+				cmd.Barrier(vk.PipelineStageCompute, vk.PipelineStageHost, vk.AccessShaderWrite, vk.AccessHostRead)
+			} else {
+				cmd.Barrier(vk.PipelineStageCompute, vk.PipelineStageTransfer, vk.AccessShaderWrite, vk.AccessTransferRead)
+				cmd.CopyBuffer(s.logitsDev.buf, s.logits.buf, 0, 0, uint64(4*nOut*c.Vocab))
+				cmd.Barrier(vk.PipelineStageTransfer, vk.PipelineStageHost, vk.AccessTransferWrite, vk.AccessHostRead)
+			}
 		}
-		cmd.Barrier(vk.PipelineStageCompute, vk.PipelineStageHost, vk.AccessShaderWrite, vk.AccessHostRead)
 		if d.timers != 0 {
 			cmd.WriteTimestamp(vk.PipelineStageBottomOfPipe, d.timers, 1)
 		}
@@ -470,10 +484,18 @@ func (b *Backend) Forward(in *model.DeviceBatch) ([]float32, error) {
 		err = r.err
 	}
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	b.readTimers(r.names)
-	return s.logits.Floats()[:nOut*c.Vocab], nil
+	if in.TopK > 0 {
+		pairs := s.top.Ints()[:2*nOut*in.TopK]
+		b.cands = b.cands[:0]
+		for i := 0; i < len(pairs); i += 2 {
+			b.cands = append(b.cands, model.Candidate{Token: pairs[i], Logit: math.Float32frombits(uint32(pairs[i+1]))})
+		}
+		return nil, b.cands, nil
+	}
+	return s.logits.Floats()[:nOut*c.Vocab], nil, nil
 }
 
 // act is an activation matrix a matmul reads: buf's contents between two

@@ -268,7 +268,7 @@ func (d *Device) log(s string) {
 const maxTimers = 4096
 
 // shaders lists the pipelines, by embedded file name.
-var shaders = []string{"rmsnorm", "quant_q8", "swiglu", "rope_store", "attention", "moe_route", "combine",
+var shaders = []string{"rmsnorm", "quant_q8", "swiglu", "rope_store", "attention", "moe_route", "combine", "topk",
 	"matmul_f32", "matmul_f16", "matmul_bf16", "matmul_q8_0", "matmul_q4_0"}
 
 const (

@@ -27,8 +27,10 @@ type Accelerator interface {
 	// NewCache allocates rows rows of keys and values for every layer.
 	NewCache(rows int) (DeviceCache, error)
 	// Forward runs b and returns the logits of b.Outputs, one row of
-	// Vocab values each, valid until the next Forward.
-	Forward(b *DeviceBatch) ([]float32, error)
+	// Vocab values each, or with b.TopK set, each output's b.TopK most
+	// likely tokens (best first, ties to the lower id) and no logits;
+	// valid until the next Forward.
+	Forward(b *DeviceBatch) ([]float32, []Candidate, error)
 	// Close releases the device.
 	Close() error
 }
@@ -99,7 +101,11 @@ type DeviceBatch struct {
 	BlockOff  []int32
 	Blocks    []int32
 	Outputs   []int32 // batch indices of the tokens that need logits
+	TopK      int     // > 0: return only each output's TopK best tokens
 }
+
+// MaxDeviceTopK is the most candidates ForwardTop selects per token.
+const MaxDeviceTopK = 16
 
 // buildDevice uploads every weight to the accelerator that opts.Device
 // opens, one matrix at a time (converted first when the options ask), so
@@ -220,8 +226,8 @@ func (m *Model) Accelerated() (string, bool) {
 
 // forwardDevice runs b on the accelerator: the host looks up the
 // embeddings and rotary angles and lays out the block tables; the device
-// does the rest.
-func (m *Model) forwardDevice(st *State, c *Cache, b *Batch) ([]float32, error) {
+// does the rest. With topK > 0 it returns candidates, not logits.
+func (m *Model) forwardDevice(st *State, c *Cache, b *Batch, topK int) ([]float32, []Candidate, error) {
 	cfg := m.Config
 	T, D, half := b.Len(), cfg.Dim, cfg.HeadDim/2
 	db := &st.dev
@@ -245,10 +251,15 @@ func (m *Model) forwardDevice(st *State, c *Cache, b *Batch) ([]float32, error) 
 			db.Outputs = append(db.Outputs, int32(i))
 		}
 	}
-	logits, err := m.dev.Forward(db)
+	db.TopK = topK
+	logits, top, err := m.dev.Forward(db)
 	if err != nil {
-		return nil, fmt.Errorf("model: forward on %s: %w", m.dev.Name(), err)
+		return nil, nil, fmt.Errorf("model: forward on %s: %w", m.dev.Name(), err)
+	}
+	if topK > 0 {
+		st.top = append(st.top[:0], top...)
+		return nil, st.top, nil
 	}
 	st.logits = append(st.logits[:0], logits...)
-	return st.logits, nil
+	return st.logits, nil, nil
 }

@@ -59,6 +59,7 @@ type State struct {
 	parts   [][]float32 // each shard's part buffer
 	views   [][]float32 // the parts cut to the batch, for the reducer
 	dev     DeviceBatch // the batch as an accelerator takes it
+	top     []Candidate
 }
 
 type routed struct {
@@ -146,7 +147,8 @@ func (m *Model) Forward(st *State, c *Cache, b *Batch) ([]float32, error) {
 		return nil, err
 	}
 	if m.dev != nil {
-		return m.forwardDevice(st, c, b)
+		logits, _, err := m.forwardDevice(st, c, b, 0)
+		return logits, err
 	}
 	D := cfg.Dim
 	for i, tok := range b.Tokens {
@@ -208,6 +210,65 @@ func (m *Model) Forward(st *State, c *Cache, b *Batch) ([]float32, error) {
 		})
 	}
 	return logits, nil
+}
+
+// Candidate is one of a token's most likely next tokens.
+type Candidate struct {
+	Token int32
+	Logit float32
+}
+
+// ForwardTop is Forward returning, instead of the logits, the k most
+// likely tokens of every output (k at a time, best first, ties to the
+// lower id), for samplers that need no more (greedy, top-k). On an
+// accelerator the selection runs on the device, which then copies back
+// k pairs per token instead of a row of Vocab logits. The slice is owned
+// by st.
+func (m *Model) ForwardTop(st *State, c *Cache, b *Batch, k int) ([]Candidate, error) {
+	if k < 1 || k > MaxDeviceTopK || k > m.Config.Vocab {
+		return nil, fmt.Errorf("%w: %d candidates asked for, want 1 to %d", ErrBatch, k, min(MaxDeviceTopK, m.Config.Vocab))
+	}
+	if m.dev != nil {
+		if err := m.checkBatch(st, c, b); err != nil {
+			return nil, err
+		}
+		_, top, err := m.forwardDevice(st, c, b, k)
+		return top, err
+	}
+	logits, err := m.Forward(st, c, b)
+	if err != nil {
+		return nil, err
+	}
+	V := m.Config.Vocab
+	st.top = st.top[:0]
+	for j := 0; j < len(logits)/V; j++ {
+		st.top = appendTop(st.top, logits[j*V:(j+1)*V], k)
+	}
+	return st.top, nil
+}
+
+// appendTop appends the k best of row (ties to the lower index), best first.
+func appendTop(dst []Candidate, row []float32, k int) []Candidate {
+	start := len(dst)
+	for i, v := range row {
+		n := len(dst) - start
+		if n == k && !(v > dst[len(dst)-1].Logit) {
+			continue
+		}
+		if n < k {
+			dst = append(dst, Candidate{})
+			n++
+		}
+		// insert at the first position with a smaller logit (an equal
+		// logit came from a lower index and stays first)
+		j := start + n - 1
+		for j > start && v > dst[j-1].Logit {
+			dst[j] = dst[j-1]
+			j--
+		}
+		dst[j] = Candidate{int32(i), v}
+	}
+	return dst
 }
 
 func (m *Model) checkBatch(st *State, c *Cache, b *Batch) error {

@@ -102,6 +102,48 @@ func (s *Sampler) Sample(logits []float32) int32 {
 	return tok
 }
 
+// TopCandidates is how many of the most likely tokens the sampler needs
+// to choose (1 for greedy decoding, TopK for top-k sampling), when that
+// is at most limit; 0 when it must see every logit (penalties, top-p
+// over the whole distribution, no top-k).
+func (p Params) TopCandidates(limit int) int {
+	if (p.RepetitionPenalty != 0 && p.RepetitionPenalty != 1) || p.FrequencyPenalty != 0 || p.PresencePenalty != 0 {
+		return 0
+	}
+	switch {
+	case p.Temperature == 0:
+		return min(1, limit)
+	case p.TopK > 0 && p.TopK <= limit && (p.TopP <= 0 || p.TopP >= 1):
+		return p.TopK
+	}
+	return 0
+}
+
+// SampleTop picks the next token from the most likely tokens alone (ids
+// and their logits, best first, ties to the lower id; at least
+// TopCandidates of them) and records it as output. For a sampler whose
+// TopCandidates is not 0 it picks what Sample would pick from the whole
+// row (with the same random draw), except where exp rounds two different
+// logits at the k-th place to one probability.
+func (s *Sampler) SampleTop(ids []int32, logits []float32) int32 {
+	var tok int32
+	if s.p.Temperature == 0 {
+		tok = ids[0]
+	} else {
+		invT := 1 / s.p.Temperature
+		mx := logits[0]
+		c := s.cands[:0]
+		for i, v := range logits {
+			if e := float32(math.Exp(float64((v - mx) * invT))); e >= s.p.MinP {
+				c = append(c, cand{ids[i], e})
+			}
+		}
+		tok = s.pick(topN(c, min(s.p.TopK, len(c))))
+	}
+	s.Accept(tok)
+	return tok
+}
+
 // Accept records tok as output without sampling it (for forced tokens).
 func (s *Sampler) Accept(tok int32) {
 	s.seen[tok] = true
@@ -167,9 +209,16 @@ func (s *Sampler) draw(logits []float32) int32 {
 				break
 			}
 		}
-	} else if k < len(c) {
+	} else if k < len(c) || s.p.TopK > 0 {
+		// With a top-k, the kept tokens are always walked best first
+		// (also when fewer than k passed min-p), as SampleTop walks them.
 		c = topN(c, k)
 	}
+	return s.pick(c)
+}
+
+// pick draws one of the candidates c, in c's order, by probability.
+func (s *Sampler) pick(c []cand) int32 {
 	s.cands = c
 	var total float64
 	for _, x := range c {

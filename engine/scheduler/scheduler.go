@@ -205,6 +205,8 @@ type Scheduler struct {
 	batch   model.Batch
 	outSeqs []*sequence // the sequences whose last token is in the batch, in batch order
 	raw     []float32   // a copy of one row of logits, for log-probabilities
+	ids     []int32     // one output's candidates, for SampleTop
+	vals    []float32
 
 	statsMu sync.Mutex
 	stats   Stats
@@ -478,11 +480,20 @@ func (s *Scheduler) loop() {
 			<-s.wake
 			continue
 		}
-		logits, err := s.m.Forward(s.st, s.cache, &s.batch)
+		var err error
+		if k := s.topCandidates(); k > 0 {
+			var top []model.Candidate
+			if top, err = s.m.ForwardTop(s.st, s.cache, &s.batch, k); err == nil {
+				s.afterForwardTop(top, k)
+			}
+		} else {
+			var logits []float32
+			if logits, err = s.m.Forward(s.st, s.cache, &s.batch); err == nil {
+				s.afterForward(logits)
+			}
+		}
 		if err != nil {
 			s.failBatch(fmt.Errorf("%w: %w", ErrAborted, err))
-		} else {
-			s.afterForward(logits)
 		}
 		s.publish()
 	}
@@ -614,13 +625,54 @@ func (s *Scheduler) preempt(q *sequence) {
 	s.statsMu.Unlock()
 }
 
-// afterForward samples the next token of every sequence whose last token
-// was in the batch and advances the others.
-func (s *Scheduler) afterForward(logits []float32) {
+// topCandidates is how many of each output's most likely tokens suffice
+// to sample every sequence of the batch (greedy or top-k, no penalties,
+// no log-probabilities), or 0 when the logits are needed. Only a model on
+// an accelerator takes the shortcut: there the selection runs on the
+// device and decode copies back k pairs per sequence, not a row of
+// logits; on the CPU the full row is already in memory.
+func (s *Scheduler) topCandidates() int {
+	if _, ok := s.m.Accelerated(); !ok || len(s.outSeqs) == 0 {
+		return 0
+	}
+	k := 0
+	for _, q := range s.outSeqs {
+		n := q.req.Sampling.TopCandidates(model.MaxDeviceTopK)
+		if n == 0 || q.req.Logprobs {
+			return 0
+		}
+		k = max(k, n)
+	}
+	return k
+}
+
+// afterForwardTop is afterForward from each output's k best tokens.
+func (s *Scheduler) afterForwardTop(top []model.Candidate, k int) {
+	s.advance()
+	now := time.Now()
+	for j, q := range s.outSeqs {
+		s.ids, s.vals = s.ids[:0], s.vals[:0]
+		for _, c := range top[j*k : (j+1)*k] {
+			s.ids = append(s.ids, c.Token)
+			s.vals = append(s.vals, c.Logit)
+		}
+		s.emit(q, q.sampler.SampleTop(s.ids, s.vals), nil, now)
+	}
+	s.finishStep(int64(len(s.outSeqs)))
+}
+
+// advance moves every running sequence past the chunk it just computed.
+func (s *Scheduler) advance() {
 	for _, q := range s.running {
 		q.computed += q.chunk
 		q.chunk = 0
 	}
+}
+
+// afterForward samples the next token of every sequence whose last token
+// was in the batch and advances the others.
+func (s *Scheduler) afterForward(logits []float32) {
+	s.advance()
 	now := time.Now()
 	V := s.vocab
 	var generated int64
@@ -635,6 +687,12 @@ func (s *Scheduler) afterForward(logits []float32) {
 		generated++
 		s.emit(q, tok, raw, now)
 	}
+	s.finishStep(generated)
+}
+
+// finishStep counts a step's generated tokens and drops the finished
+// sequences.
+func (s *Scheduler) finishStep(generated int64) {
 	s.statsMu.Lock()
 	s.stats.GenerationTokens += generated
 	s.stats.Steps++
