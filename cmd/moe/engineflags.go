@@ -45,18 +45,26 @@ func (e *engineFlags) open() (*model.Model, error) {
 		return nil, err
 	}
 	opts := model.LoadOptions{Threads: e.threads, TensorParallel: e.tensorParallel, Quantization: e.quantization, ExpertParallel: e.expertParallel}
-	opts.Progress = quantizeProgress(os.Stderr, e.quantization)
+	what := fmt.Sprintf("quantizing weights (%s)", e.quantization)
 	if strings.EqualFold(e.quantization, "fp8") {
 		fmt.Fprintln(os.Stderr, "moe: --quantization fp8: the CPU backend has no FP8 kernels; running Q8_0, which takes the same memory")
 	}
 	if opts.Device, err = e.deviceFactory(); err != nil {
 		return nil, err
 	}
+	if opts.Device != nil {
+		what = "loading weights onto the device"
+		if !strings.EqualFold(e.quantization, "auto") && e.quantization != "" {
+			what = fmt.Sprintf("quantizing weights (%s) onto the device", e.quantization)
+		}
+	}
+	opts.Progress = quantizeProgress(os.Stderr, what)
 	m, err := model.Open(path, opts)
 	if err != nil && opts.Device != nil && (e.device == "auto" || e.device == "") {
 		// auto never fails where the CPU would run: say why and go on.
 		fmt.Fprintf(os.Stderr, "moe: --device auto: running on the CPU: the GPU could not load the model: %v\n", err)
 		opts.Device = nil
+		opts.Progress = quantizeProgress(os.Stderr, fmt.Sprintf("quantizing weights (%s)", e.quantization))
 		return model.Open(path, opts)
 	}
 	if err == nil {

@@ -48,7 +48,7 @@ func resolveModel(ctx context.Context, uri, cache string, log *os.File) (string,
 }
 
 // quantizeProgress logs on-load conversion to w at every tenth of the work.
-func quantizeProgress(w io.Writer, quantization string) func(done, total int64) {
+func quantizeProgress(w io.Writer, what string) func(done, total int64) {
 	var mu sync.Mutex
 	last := -1
 	return func(done, total int64) {
@@ -59,7 +59,7 @@ func quantizeProgress(w io.Writer, quantization string) func(done, total int64) 
 		defer mu.Unlock()
 		if step := int(10 * done / total); step > last {
 			last = step
-			fmt.Fprintf(w, "quantizing weights (%s): %d%% of %s\n", quantization, 10*step, humanBytes(total))
+			fmt.Fprintf(w, "%s: %d%% of %s\n", what, 10*step, humanBytes(total))
 		}
 	}
 }

@@ -15,6 +15,7 @@ type builder struct {
 	target     *tensor.DType // nil: keep the file's types
 	pool       *tensor.Pool
 	progress   func(done, total int64)
+	uploading  bool // to an accelerator: progress is reported even without conversion
 	done       int64
 	total      int64
 	expertType tensor.DType
@@ -79,7 +80,7 @@ func (b *builder) convertPack(m *tensor.Matrix) (*tensor.Matrix, error) {
 // progressed reports that source matrix m is done.
 func (b *builder) progressed(m *tensor.Matrix) {
 	b.done += int64(m.Bytes())
-	if b.progress != nil && b.target != nil {
+	if b.progress != nil && (b.target != nil || b.uploading) {
 		b.progress(b.done, b.total)
 	}
 }

@@ -121,6 +121,7 @@ func (m *Model) buildDevice(b *builder, w *Weights, opts LoadOptions) error {
 		return err
 	}
 	m.dev = dev
+	b.uploading = true
 	upload := func(ref TensorRef, src *tensor.Matrix) error {
 		mat, err := b.convert(src)
 		if err != nil {

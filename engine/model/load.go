@@ -272,7 +272,7 @@ type LoadOptions struct {
 	// higher-precision weights, never upcasting (see ParseQuantization).
 	Quantization string
 	// Progress, if set, receives the bytes converted so far and the total
-	// while weights are quantized at load.
+	// while weights are quantized at load or uploaded to a Device.
 	Progress func(done, total int64)
 	// ExpertParallel places whole experts on shards (expert e on shard
 	// e mod TensorParallel) instead of splitting every expert's
