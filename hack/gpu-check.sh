@@ -3,9 +3,10 @@
 # H100/H200 (or any Vulkan GPU) and its driver, but perhaps no Go and no
 # Vulkan loader. Two halves:
 #
-#   hack/gpu-check.sh bundle   (here, with Go and apt): cross-builds a static
-#       moe and the engine/gpu test binary and fetches Debian's libvulkan1
-#       into dist/gpu-check/ (about 60 MiB);
+#   hack/gpu-check.sh bundle   (here, with Go and apt): cross-builds a cgo-free
+#       moe and the engine/gpu test binary (linked against the host's C
+#       library, which purego's dlopen needs) and fetches Debian's libvulkan1
+#       into dist/gpu-check/ (about 16 MiB);
 #   hack/gpu-check.sh run      (on the GPU machine, from the repository root
 #       with dist/gpu-check/ carried): checks GPU-vs-CPU parity with the
 #       test binary, then benchmarks a generated model with Mixtral-8x7B

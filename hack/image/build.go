@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"debug/elf"
 	"fmt"
 	"io"
 	"os"
@@ -47,7 +48,29 @@ func compile(ctx context.Context, im Image, o buildOptions, dir string) (string,
 	if err := cmd.Run(); err != nil {
 		return "", fmt.Errorf("compiling %s: %w", im.Package, err)
 	}
+	if err := checkStatic(out); err != nil {
+		return "", fmt.Errorf("%s: %w", im.Package, err)
+	}
 	return out, nil
+}
+
+// checkStatic fails when the executable at path needs a dynamic loader or shared libraries,
+// which the images do not have: such a binary would fail in the pod with "no such file or
+// directory". A package that imports dlopen (purego) makes this happen even with
+// CGO_ENABLED=0.
+func checkStatic(path string) error {
+	f, err := elf.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_INTERP {
+			libs, _ := f.ImportedLibraries()
+			return fmt.Errorf("the binary is dynamically linked (needs %s) but the image has no C library: build it with the image's tags (%s)", strings.Join(libs, ", "), shellWords(goBuildFlags))
+		}
+	}
+	return nil
 }
 
 // rootfsLayer writes the image's single layer: the directories and files of baseDirs and

@@ -3,10 +3,12 @@ package main
 import (
 	"archive/tar"
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 )
@@ -106,4 +108,27 @@ func modeString(m int64) string {
 		m >>= 3
 	}
 	return string(out)
+}
+
+// TestBinariesAreStatic builds the engine image's binary as the image builder does and
+// checks that it needs no dynamic loader (the images have none), and that the check refuses
+// a binary that does.
+func TestBinariesAreStatic(t *testing.T) {
+	if testing.Short() {
+		t.Skip("compiles the engine (-short)")
+	}
+	o := buildOptions{repoRoot: "../..", goarch: runtime.GOARCH}
+	for _, im := range images {
+		if im.Name != "engine" {
+			continue
+		}
+		if _, err := compile(context.Background(), im, o, t.TempDir()); err != nil {
+			t.Fatalf("engine image binary: %v", err)
+		}
+	}
+	dyn := Image{Name: "dynamic", Package: "./hack/image/testdata/dynamic", Binary: "/dynamic"}
+	_, err := compile(context.Background(), dyn, o, t.TempDir())
+	if err == nil || !strings.Contains(err.Error(), "dynamically linked") {
+		t.Fatalf("a purego binary was accepted for an image: %v", err)
+	}
 }

@@ -36,8 +36,10 @@ type Image struct {
 const nonRootUID = 65532
 
 // goBuildFlags are the `go build` flags of every image binary: static, reproducible paths,
-// no symbol tables.
-var goBuildFlags = []string{"-trimpath", "-ldflags=-s -w"}
+// no symbol tables. The images have no C library, so the engine's Vulkan backend (which
+// opens libvulkan.so.1 through the C library's dlopen) is left out with -tags novulkan:
+// these engines compute on the CPU, and say so when asked for a GPU.
+var goBuildFlags = []string{"-trimpath", "-tags=novulkan", "-ldflags=-s -w"}
 
 // images is the project's image set.
 var images = []Image{

@@ -1,7 +1,9 @@
 // Package vk is the small part of the Vulkan API that the engine's compute
 // backend needs, called without cgo: libvulkan.so.1 is opened at run time
 // with purego, so a binary built with CGO_ENABLED=0 runs on machines with
-// and without a Vulkan loader.
+// and without a Vulkan loader. Such a binary still links the C library
+// dynamically (purego imports dlopen from it); -tags novulkan leaves the
+// backend out and gives a fully static binary (dl.go, dl_novulkan.go).
 //
 // The package mirrors the C API closely (handles, create/destroy pairs,
 // command recording) and turns VkResult codes into errors. It owns no
@@ -16,12 +18,13 @@ import (
 	"runtime"
 	"sync"
 	"unsafe"
-
-	"github.com/ebitengine/purego"
 )
 
 // ErrNoLoader means the Vulkan loader library could not be opened.
 var ErrNoLoader = errors.New("vk: no Vulkan loader (libvulkan.so.1)")
+
+// errNotBuilt is why Load fails in a binary built with -tags novulkan.
+var errNotBuilt = errors.New("this binary was built with -tags novulkan (fully static, for images without a C library) and cannot open a Vulkan loader; use a build without that tag")
 
 // Error is a failed Vulkan call.
 type Error struct {
@@ -132,11 +135,14 @@ func load() (err error) {
 	if runtime.GOOS != "linux" && runtime.GOOS != "freebsd" {
 		return fmt.Errorf("%w: the Vulkan backend runs on Linux and FreeBSD, not %s", ErrNoLoader, runtime.GOOS)
 	}
+	if !Built {
+		return fmt.Errorf("%w: %v", ErrNoLoader, errNotBuilt)
+	}
 	name := "libvulkan.so.1"
 	if p := os.Getenv("MOE_VULKAN_LIBRARY"); p != "" {
 		name = p
 	}
-	lib, derr := purego.Dlopen(name, purego.RTLD_NOW|purego.RTLD_GLOBAL)
+	lib, derr := dlopen(name)
 	if derr != nil {
 		return fmt.Errorf("%w: %v (install the Vulkan loader, e.g. Debian's libvulkan1, and a driver: the GPU vendor's, or mesa-vulkan-drivers for the CPU)", ErrNoLoader, derr)
 	}
@@ -145,7 +151,7 @@ func load() (err error) {
 			err = fmt.Errorf("%w: %s lacks a Vulkan 1.2 entry point: %v", ErrNoLoader, name, r)
 		}
 	}()
-	bind := func(fptr any, sym string) { purego.RegisterLibFunc(fptr, lib, sym) }
+	bind := func(fptr any, sym string) { bindFunc(fptr, lib, sym) }
 	bind(&vkCreateInstance, "vkCreateInstance")
 	bind(&vkDestroyInstance, "vkDestroyInstance")
 	bind(&vkEnumerateInstanceLayerProperties, "vkEnumerateInstanceLayerProperties")
@@ -311,7 +317,7 @@ func (i Instance) CreateDebugMessenger(sink func(DebugMessage)) (DebugMessenger,
 	}
 	debugMu.Lock()
 	if debugCallback == 0 {
-		debugCallback = purego.NewCallback(debugTrampoline) // callbacks are never freed: make one
+		debugCallback = newCallback(debugTrampoline) // callbacks are never freed: make one
 	}
 	debugNext++
 	key := debugNext
@@ -322,7 +328,7 @@ func (i Instance) CreateDebugMessenger(sink func(DebugMessage)) (DebugMessenger,
 		messageType:     DebugTypeGeneral | DebugTypeValidation | DebugTypePerformance,
 		callback:        debugCallback, userData: key}
 	var m DebugMessenger
-	r, _, _ := purego.SyscallN(create, uintptr(i), uintptr(unsafe.Pointer(ci)), 0, uintptr(unsafe.Pointer(&m)))
+	r := callN(create, uintptr(i), uintptr(unsafe.Pointer(ci)), 0, uintptr(unsafe.Pointer(&m)))
 	runtime.KeepAlive(ci)
 	if err := check("vkCreateDebugUtilsMessengerEXT", Result(int32(r))); err != nil {
 		return 0, err
@@ -333,6 +339,6 @@ func (i Instance) CreateDebugMessenger(sink func(DebugMessage)) (DebugMessenger,
 // DestroyDebugMessenger destroys a messenger made by CreateDebugMessenger.
 func (i Instance) DestroyDebugMessenger(m DebugMessenger) {
 	if destroy := vkGetInstanceProcAddr(i, "vkDestroyDebugUtilsMessengerEXT"); destroy != 0 && m != 0 {
-		purego.SyscallN(destroy, uintptr(i), uintptr(m), 0)
+		callN(destroy, uintptr(i), uintptr(m), 0)
 	}
 }
