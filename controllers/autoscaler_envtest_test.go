@@ -159,26 +159,27 @@ func TestAutoscalerScalesDownOnlyAfterTheWindow(t *testing.T) {
 	var engines []*fakeEngine
 	for range 4 {
 		_, e := h.addPod(name, true)
-		e.set(1, 0) // 4 requests in all: one replica's worth
+		e.set(4, 0) // at the target
 		engines = append(engines, e)
 	}
+	load := func(n float64) func() {
+		return func() {
+			for _, e := range engines {
+				e.set(n, 0)
+			}
+		}
+	}
 
-	obj := h.tick(name, time.Second)
+	obj := h.tick(name, time.Second, load(1)) // 4 requests in all: one replica's worth
 	opened := h.clock.Now()
 	g.Expect(obj.Status.Autoscaling.ScaleDown).To(beWindow(opened, 1))
 	g.Expect(condition(g, obj, servingv1alpha1.ConditionScalingActive).Message).To(ContainSubstring("once it has for 5m0s"))
 
 	// A burst back at the target half-way closes the window: the 300 s start over.
 	h.tick(name, 150*time.Second)
-	for _, e := range engines {
-		e.set(4, 0)
-	}
-	obj = h.tick(name, time.Second)
+	obj = h.tick(name, time.Second, load(4))
 	g.Expect(obj.Status.Autoscaling.ScaleDown).To(BeNil())
-	for _, e := range engines {
-		e.set(1, 0)
-	}
-	obj = h.tick(name, time.Second)
+	obj = h.tick(name, time.Second, load(1))
 	reopened := h.clock.Now()
 	g.Expect(obj.Status.Autoscaling.ScaleDown).To(beWindow(reopened, 1))
 

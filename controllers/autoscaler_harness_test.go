@@ -162,6 +162,8 @@ type scalerHarness struct {
 	realClock bool
 	// afterPass is handed to each manager's Autoscaler.
 	afterPass func(types.NamespacedName, time.Duration)
+	// passes counts the passes that have read the engines, in every manager.
+	passes atomic.Int64
 
 	stop    func()
 	podSeq  int
@@ -210,7 +212,12 @@ func (h *scalerHarness) startManager() {
 		Metrics:    &HTTPMetrics{Addresser: h.pods, Timeout: time.Second},
 		Clock:      h.clock,
 		SyncPeriod: h.syncPeriod,
-		afterPass:  h.afterPass,
+		afterPass: func(key types.NamespacedName, took time.Duration) {
+			h.passes.Add(1)
+			if h.afterPass != nil {
+				h.afterPass(key, took)
+			}
+		},
 	}
 	if h.realClock {
 		a.Clock = nil
@@ -317,12 +324,28 @@ func (h *scalerHarness) setReady(pod *corev1.Pod, ready bool) {
 // tick moves the fake clock by d and waits for a pass at the new time, which therefore read
 // the engines after every change made before the call. It returns the object as stored
 // after that pass.
-func (h *scalerHarness) tick(name string, d time.Duration) *servingv1alpha1.MixtralDeployment {
+//
+// A change made before tick may also be read by a pass still at the old time (passes repeat
+// every syncPeriod of real time), which the autoscaler rightly takes as a change at that
+// time. Where the test asserts when a window opened, make the change inside tick instead:
+// changes run after the clock has moved, and tick then waits for a pass that read them.
+func (h *scalerHarness) tick(name string, d time.Duration, changes ...func()) *servingv1alpha1.MixtralDeployment {
 	h.t.Helper()
 	h.clock.Step(d)
 	want := h.clock.Now().Truncate(time.Second)
+	for _, change := range changes {
+		change()
+	}
+	// The pass counted next may have read the engines before the changes; the one after it
+	// began after them, and the one after that began once it had written its status (passes
+	// over one object never overlap).
+	after := h.passes.Load() + 3
+	if len(changes) == 0 {
+		after = 0
+	}
 	var obj *servingv1alpha1.MixtralDeployment
 	h.eventually(func(g Gomega) {
+		g.Expect(h.passes.Load()).To(BeNumerically(">=", after), "passes since the changes")
 		obj = get(g, h.ns, name, &servingv1alpha1.MixtralDeployment{})
 		g.Expect(obj.Status.Autoscaling).NotTo(BeNil())
 		g.Expect(obj.Status.Autoscaling.LastScrapeTime).NotTo(BeNil())
