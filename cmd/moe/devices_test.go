@@ -1,0 +1,116 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"math"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/moe-operator/moe-operator/engine/modelgen"
+)
+
+// tinyModel writes the tiny preset to a temporary GGUF file.
+func tinyModel(t *testing.T) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "tiny.gguf")
+	c, _ := modelgen.Preset("tiny")
+	if err := modelgen.Write(path, c); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func logitsOn(t *testing.T, path, device string) [][]float32 {
+	t.Helper()
+	out, err := run(t, newLogitsCmd(), "--tokens", "1,300,301,302,420", "--threads", "1", "--model", path, "--device", device)
+	if err != nil {
+		t.Fatalf("--device %s: %v", device, err)
+	}
+	var v struct{ Logits [][]float32 }
+	if err := json.Unmarshal([]byte(out), &v); err != nil {
+		t.Fatal(err)
+	}
+	return v.Logits
+}
+
+// TestLogitsOnVulkanMatchCPU runs `moe logits` on the Vulkan device (lavapipe in CI) and on
+// the CPU: the command-line path to the GPU backend gives the CPU's logits.
+func TestLogitsOnVulkanMatchCPU(t *testing.T) {
+	path := tinyModel(t)
+	cpu := logitsOn(t, path, "cpu")
+	dev := logitsOn(t, path, "vulkan")
+	if len(dev) != len(cpu) {
+		t.Fatalf("%d rows on the device, %d on the CPU", len(dev), len(cpu))
+	}
+	worst := 0.0
+	for i := range cpu {
+		for j := range cpu[i] {
+			worst = math.Max(worst, math.Abs(float64(dev[i][j]-cpu[i][j])))
+		}
+	}
+	if worst > 1e-3 {
+		t.Errorf("max |device - CPU| logit = %g, want <= 1e-3", worst)
+	}
+}
+
+// TestDeviceChoiceWithoutALoader runs moe in a child process whose Vulkan loader cannot be
+// opened, as on a node without libvulkan1: --device auto runs on the CPU and says why;
+// --device vulkan fails and says what to install.
+func TestDeviceChoiceWithoutALoader(t *testing.T) {
+	if os.Getenv("MOE_TEST_DEVICE_CHILD") != "" {
+		t.Skip("in the child")
+	}
+	path := tinyModel(t)
+	child := func(device string) (string, error) {
+		cmd := exec.Command(os.Args[0], "-test.run", "^TestDeviceChild$", "-test.v")
+		cmd.Env = append(os.Environ(),
+			"MOE_TEST_DEVICE_CHILD="+device,
+			"MOE_TEST_MODEL="+path,
+			"MOE_VULKAN_LIBRARY=/nonexistent/libvulkan.so.1")
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+
+	out, err := child("auto")
+	if err != nil {
+		t.Fatalf("--device auto without a loader failed: %v\n%s", err, out)
+	}
+	if !strings.Contains(out, "--device auto: running on the CPU") || !strings.Contains(out, "no Vulkan loader") {
+		t.Errorf("--device auto does not say why it runs on the CPU:\n%s", out)
+	}
+	if !strings.Contains(out, "rows: 5") {
+		t.Errorf("--device auto printed no logits:\n%s", out)
+	}
+
+	out, err = child("vulkan")
+	if err == nil {
+		t.Fatalf("--device vulkan without a loader succeeded:\n%s", out)
+	}
+	if !strings.Contains(out, "no Vulkan loader") || !strings.Contains(out, "libvulkan1") {
+		t.Errorf("--device vulkan's error does not say what is missing:\n%s", out)
+	}
+}
+
+// TestDeviceChild is TestDeviceChoiceWithoutALoader's child: it runs `moe logits` with the
+// device named in MOE_TEST_DEVICE_CHILD.
+func TestDeviceChild(t *testing.T) {
+	device := os.Getenv("MOE_TEST_DEVICE_CHILD")
+	if device == "" {
+		t.Skip("run by TestDeviceChoiceWithoutALoader")
+	}
+	out, err := run(t, newLogitsCmd(), "--tokens", "1,300,301,302,420", "--threads", "1",
+		"--model", os.Getenv("MOE_TEST_MODEL"), "--device", device)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "error:", err)
+		os.Exit(3)
+	}
+	var v struct{ Logits [][]float32 }
+	if err := json.Unmarshal([]byte(out), &v); err != nil {
+		t.Fatal(err)
+	}
+	fmt.Printf("rows: %d\n", len(v.Logits))
+}
