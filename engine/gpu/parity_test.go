@@ -4,11 +4,11 @@ import (
 	"errors"
 	"math"
 	"path/filepath"
-	"sort"
 	"strings"
 	"testing"
 
 	"github.com/moe-operator/moe-operator/engine/gpu"
+	"github.com/moe-operator/moe-operator/engine/internal/logitcheck"
 	"github.com/moe-operator/moe-operator/engine/model"
 	"github.com/moe-operator/moe-operator/engine/modelgen"
 	"github.com/moe-operator/moe-operator/engine/tensor"
@@ -84,20 +84,6 @@ func pair(t *testing.T, path string, opts model.LoadOptions) (cpu, dev *model.Mo
 	return cpu, dev
 }
 
-func diff(a, b []float32, V int) (worst, median float64) {
-	var per []float64
-	for p := 0; p < len(a)/V; p++ {
-		m := 0.0
-		for i := p * V; i < (p+1)*V; i++ {
-			m = math.Max(m, math.Abs(float64(a[i]-b[i])))
-		}
-		per = append(per, m)
-		worst = math.Max(worst, m)
-	}
-	sort.Float64s(per)
-	return worst, per[len(per)/2]
-}
-
 func argmax2(x []float32) (best int, margin float32) {
 	b, s := 0, -1
 	for i := 1; i < len(x); i++ {
@@ -130,7 +116,7 @@ func checkParity(t *testing.T, cpu, dev *model.Model, typ tensor.DType) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	worst, median := diff(got, want, V)
+	worst, median := logitcheck.Diff(got, want, V)
 	var scale float64
 	for _, v := range want {
 		scale = math.Max(scale, math.Abs(float64(v)))
@@ -154,7 +140,7 @@ func checkParity(t *testing.T, cpu, dev *model.Model, typ tensor.DType) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if d, _ := diff(g, w, V); d > tol {
+		if d, _ := logitcheck.Diff(g, w, V); d > tol {
 			t.Fatalf("decode step %d: max |Δlogit| %.3g exceeds %g", step, d, tol)
 		}
 		wantLast, gotLast = w, g
@@ -282,7 +268,7 @@ func TestMixedBatchOverPagedBlocks(t *testing.T) {
 	if len(got) != 9*V {
 		t.Fatalf("%d logits, want %d", len(got), 9*V)
 	}
-	worst, _ := diff(got, want, V)
+	worst, _ := logitcheck.Diff(got, want, V)
 	t.Logf("mixed batch: max |Δlogit| %.3g", worst)
 	if worst > tolerance[tensor.F32] {
 		t.Fatalf("max |Δlogit| %.3g exceeds %g", worst, tolerance[tensor.F32])

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/moe-operator/moe-operator/engine/internal/logitcheck"
 	"github.com/moe-operator/moe-operator/engine/model"
 	"github.com/moe-operator/moe-operator/engine/modelgen"
 	"github.com/moe-operator/moe-operator/engine/sample"
@@ -56,19 +57,7 @@ func TestDeviceTopKIsTheTopOfItsLogits(t *testing.T) {
 		}
 		for r := range rows {
 			row := logits[r*V : (r+1)*V]
-			order := make([]int32, V)
-			for i := range order {
-				order[i] = int32(i)
-			}
-			slices.SortStableFunc(order, func(a, b int32) int {
-				switch {
-				case row[a] > row[b]:
-					return -1
-				case row[a] < row[b]:
-					return 1
-				}
-				return 0
-			})
+			order := logitcheck.Ranked(row)
 			for j := range k {
 				g := got[r*k+j]
 				if g.Token != order[j] || g.Logit != row[order[j]] {

@@ -3,14 +3,13 @@ package model_test
 import (
 	"encoding/json"
 	"errors"
-	"math"
 	"os"
 	"path/filepath"
 	"slices"
-	"sort"
 	"strings"
 	"testing"
 
+	"github.com/moe-operator/moe-operator/engine/internal/logitcheck"
 	"github.com/moe-operator/moe-operator/engine/model"
 	"github.com/moe-operator/moe-operator/engine/modelgen"
 	"github.com/moe-operator/moe-operator/engine/safetensors"
@@ -52,22 +51,6 @@ func logits(t *testing.T, path string, opts model.LoadOptions, prompt []int32) [
 	return out
 }
 
-// diff returns the largest and the median per-position largest absolute
-// difference of two logit sets of vocab V.
-func diff(a, b []float32, V int) (worst, median float64) {
-	var per []float64
-	for p := 0; p < len(a)/V; p++ {
-		m := 0.0
-		for i := p * V; i < (p+1)*V; i++ {
-			m = math.Max(m, math.Abs(float64(a[i]-b[i])))
-		}
-		per = append(per, m)
-		worst = math.Max(worst, m)
-	}
-	sort.Float64s(per)
-	return worst, per[len(per)/2]
-}
-
 // formatTolerance bounds the HF-vs-GGUF logit difference. The two files
 // order Q and K's head dimensions differently (rotate_half against
 // interleaved pairs), so attention sums in another order; in F32 that stays
@@ -104,7 +87,7 @@ func TestHFCheckpointGivesTheGGUFLogits(t *testing.T) {
 			g, h := hfPair(t, c, tc.opts)
 			want := logits(t, g, model.LoadOptions{}, parityPrompt)
 			got := logits(t, h, model.LoadOptions{}, parityPrompt)
-			worst, _ := diff(got, want, len(got)/len(parityPrompt))
+			worst, _ := logitcheck.Diff(got, want, len(got)/len(parityPrompt))
 			tol := formatTolerance[c.Type]
 			t.Logf("max |Δlogit| HF vs GGUF: %.3g (tolerance %g)", worst, tol)
 			if worst > tol {
@@ -182,7 +165,7 @@ func TestOnLoadQuantizationOfHFMatchesGGUF(t *testing.T) {
 				name string
 				l    []float32
 			}{{"GGUF quantized at load", gq}, {"GGUF quantized by QuantizeFile", fq}} {
-				worst, median := diff(hq, other.l, V)
+				worst, median := logitcheck.Diff(hq, other.l, V)
 				t.Logf("HF %s vs %s: max |Δlogit| %.3g, median position %.3g", q.name, other.name, worst, median)
 				if worst > 1e-3 {
 					t.Errorf("HF %s differs from %s by %.3g", q.name, other.name, worst)
@@ -190,7 +173,7 @@ func TestOnLoadQuantizationOfHFMatchesGGUF(t *testing.T) {
 			}
 			// Against F32 the error is the quantization's own, large on a
 			// 64-wide random model at 4 bits; only a gross bound is held.
-			worst, median := diff(hq, ref, V)
+			worst, median := logitcheck.Diff(hq, ref, V)
 			t.Logf("HF %s vs F32: max |Δlogit| %.3g, median position %.3g", q.name, worst, median)
 			if sanity := map[string]float64{"int8": 0.5, "int4": 3}[q.name]; worst > sanity {
 				t.Errorf("HF %s differs from F32 by %.3g, more than %g", q.name, worst, sanity)

@@ -4,25 +4,14 @@ import (
 	"math/rand/v2"
 	"slices"
 	"testing"
+
+	"github.com/moe-operator/moe-operator/engine/internal/logitcheck"
 )
 
 // topOf returns the k best of row, best first, ties to the lower id: what
 // model.ForwardTop returns.
 func topOf(row []float32, k int) ([]int32, []float32) {
-	ids := make([]int32, len(row))
-	for i := range ids {
-		ids[i] = int32(i)
-	}
-	slices.SortStableFunc(ids, func(a, b int32) int {
-		switch {
-		case row[a] > row[b]:
-			return -1
-		case row[a] < row[b]:
-			return 1
-		}
-		return 0
-	})
-	ids = ids[:k]
+	ids := logitcheck.Ranked(row)[:k]
 	vals := make([]float32, k)
 	for i, id := range ids {
 		vals[i] = row[id]
