@@ -337,9 +337,11 @@ func (s *Scheduler) validate(r *Request) error {
 	if err := r.Sampling.Validate(); err != nil {
 		return fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
-	if n := len(r.Prompt) + r.MaxTokens; n > s.cfg.Context {
+	// Compared as differences: len(r.Prompt)+r.MaxTokens overflows for a MaxTokens near
+	// the int limit.
+	if r.MaxTokens > s.cfg.Context-len(r.Prompt) {
 		return fmt.Errorf("%w: %d prompt tokens plus %d to generate exceed the context length of %d", ErrTooLong, len(r.Prompt), r.MaxTokens, s.cfg.Context)
-	} else if n > s.kvLimit {
+	} else if r.MaxTokens > s.kvLimit-len(r.Prompt) {
 		return fmt.Errorf("%w: %d prompt tokens plus %d to generate exceed the KV cache of %d tokens", ErrTooLong, len(r.Prompt), r.MaxTokens, s.kvLimit)
 	}
 	return nil

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -282,6 +283,8 @@ func TestRequestsThatCannotRunAreRefused(t *testing.T) {
 		{"too many top logprobs", scheduler.Request{Prompt: []int32{1}, MaxTokens: 1, Logprobs: true, TopLogprobs: 21}, scheduler.ErrInvalid},
 		{"prompt and output over the context", scheduler.Request{Prompt: prompt(1, 100), MaxTokens: 29}, scheduler.ErrTooLong},
 		{"prompt and output over the KV cache", scheduler.Request{Prompt: prompt(1, 90), MaxTokens: 7}, scheduler.ErrTooLong},
+		// len(Prompt)+MaxTokens overflows: the check must not wrap below the context.
+		{"max tokens at the int limit", scheduler.Request{Prompt: prompt(1, 10), MaxTokens: math.MaxInt}, scheduler.ErrTooLong},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

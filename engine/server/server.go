@@ -18,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"math/rand/v2"
 	"net/http"
 	"strconv"
@@ -243,14 +244,20 @@ func (s *Server) requests(sch *scheduler.Scheduler, prompts [][]int32, p params,
 		if maxTokens == 0 {
 			maxTokens = limit - len(pr)
 		}
-		if len(pr)+maxTokens > limit || maxTokens < 1 {
+		// Compared as a difference: len(pr)+maxTokens overflows for a max_tokens near 2^63.
+		if maxTokens < 1 || maxTokens > limit-len(pr) {
 			what := "the prompt"
 			if promptParam == "messages" {
 				what = "the messages"
 			}
+			completion := max(maxTokens, 1)
+			requested := fmt.Sprint(len(pr) + completion)
+			if completion > math.MaxInt-len(pr) {
+				requested = "more than " + fmt.Sprint(math.MaxInt)
+			}
 			return nil, &apiError{Status: http.StatusBadRequest, Type: typeInvalidRequest, Param: promptParam, Code: "context_length_exceeded",
-				Message: fmt.Sprintf("this model's maximum context length is %d tokens, but %d tokens were requested (%d in %s, %d for the completion); shorten %s or lower max_tokens",
-					limit, len(pr)+max(maxTokens, 1), len(pr), what, max(maxTokens, 1), what)}
+				Message: fmt.Sprintf("this model's maximum context length is %d tokens, but %s tokens were requested (%d in %s, %d for the completion); shorten %s or lower max_tokens",
+					limit, requested, len(pr), what, completion, what)}
 		}
 		seed := p.sampling.Seed
 		if !p.seeded {

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -409,6 +410,10 @@ func TestErrorsHaveOpenAIsShapeAndStatus(t *testing.T) {
 		{"no prompt", "POST", "/v1/completions", map[string]any{"model": modelName}, 400, "prompt", ""},
 		{"a token outside the vocabulary", "POST", "/v1/completions", map[string]any{"prompt": []int{1, 99999}}, 400, "prompt", ""},
 		{"prompt and max_tokens over the context", "POST", "/v1/completions", map[string]any{"prompt": "hi", "max_tokens": 200}, 400, "prompt", "context_length_exceeded"},
+		// max_tokens near 2^63 once overflowed prompt+max_tokens past the context check.
+		{"max_tokens at the int64 limit", "POST", "/v1/completions", map[string]any{"prompt": "hi", "max_tokens": int64(math.MaxInt64)}, 400, "prompt", "context_length_exceeded"},
+		{"max_completion_tokens at the int64 limit", "POST", "/v1/chat/completions", chat(map[string]any{"max_completion_tokens": int64(math.MaxInt64)}), 400, "messages", "context_length_exceeded"},
+		{"max_tokens beyond int64", "POST", "/v1/completions", `{"prompt":"hi","max_tokens":99999999999999999999}`, 400, "max_tokens", ""},
 		{"a prompt over the context", "POST", "/v1/chat/completions", chat(map[string]any{"messages": []map[string]string{{"role": "user", "content": strings.Repeat("long ", 200)}}}), 400, "messages", "context_length_exceeded"},
 		{"an unknown model", "POST", "/v1/chat/completions", chat(map[string]any{"model": "gpt-4"}), 404, "model", "model_not_found"},
 		{"retrieving an unknown model", "GET", "/v1/models/gpt-4", nil, 404, "model", "model_not_found"},
