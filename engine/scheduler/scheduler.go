@@ -61,6 +61,10 @@ var (
 	// ErrTooLong: the prompt plus MaxTokens exceeds the context length or
 	// the whole KV cache.
 	ErrTooLong = errors.New("scheduler: request too long")
+	// ErrTooMany: more requests submitted together than the scheduler ever
+	// holds at once (Config.MaxQueue plus Config.MaxNumSeqs); unlike
+	// ErrQueueFull, retrying cannot help.
+	ErrTooMany = errors.New("scheduler: more requests at once than the server ever accepts")
 	// ErrInvalid: an empty prompt, a token outside the vocabulary, or bad
 	// sampling parameters.
 	ErrInvalid = errors.New("scheduler: invalid request")
@@ -289,8 +293,12 @@ func (s *Scheduler) Submit(ctx context.Context, r Request) (*Stream, error) {
 
 // SubmitAll queues requests together: all are accepted or none. Each
 // request runs until it finishes or ctx ends. Errors: ErrInvalid,
-// ErrTooLong (both wrapped with details), ErrQueueFull, ErrDraining.
+// ErrTooLong (both wrapped with details), ErrTooMany, ErrQueueFull,
+// ErrDraining.
 func (s *Scheduler) SubmitAll(ctx context.Context, rs []Request) ([]*Stream, error) {
+	if most := s.cfg.MaxQueue + s.cfg.MaxNumSeqs; len(rs) > most {
+		return nil, fmt.Errorf("%w: %d requests together, and at most %d (%d queued plus %d running) are ever accepted", ErrTooMany, len(rs), most, s.cfg.MaxQueue, s.cfg.MaxNumSeqs)
+	}
 	for i := range rs {
 		if err := s.validate(&rs[i]); err != nil {
 			return nil, err

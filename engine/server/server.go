@@ -222,6 +222,9 @@ func (s *Server) schedulerError(err error, promptParam string) *apiError {
 	case errors.Is(err, scheduler.ErrQueueFull):
 		return &apiError{Status: http.StatusTooManyRequests, Type: typeRateLimit, Code: "queue_full", RetryAfter: s.opts.RetryAfter,
 			Message: "the server's request queue is full; retry later"}
+	case errors.Is(err, scheduler.ErrTooMany):
+		// A 400, not a 429: SDKs retry a 429, and this request can never be accepted.
+		return invalid("n", "the prompts times n make "+strings.TrimPrefix(err.Error(), scheduler.ErrTooMany.Error()+": ")+"; send fewer prompts or a lower n")
 	case errors.Is(err, scheduler.ErrDraining):
 		return &apiError{Status: http.StatusServiceUnavailable, Type: typeUnavailable, Code: "draining", Message: "the server is shutting down; retry on another replica"}
 	case errors.Is(err, scheduler.ErrTooLong):

@@ -747,3 +747,17 @@ func TestRunEndsKeepAliveWhenDraining(t *testing.T) {
 		t.Errorf("Run: %v", err)
 	}
 }
+
+// A request that can never be accepted (more sequences than the queue and the running set
+// hold) gets a 400 that says why, not a 429 that SDKs retry forever; one that just fits runs.
+func TestARequestThatCanNeverFitIs400Not429(t *testing.T) {
+	h := start(t, server.Options{}, scheduler.Config{MaxNumSeqs: 1, MaxQueue: 1})
+	r := do(t, "POST", h.url+"/v1/completions", greedy(map[string]any{"prompt": "hi", "max_tokens": 2, "n": 3}))
+	checkError(t, r, 400, "n", "")
+	if !strings.Contains(string(r.body), "at most 2") {
+		t.Errorf("the error does not say the limit: %s", r.body)
+	}
+	if r := do(t, "POST", h.url+"/v1/completions", greedy(map[string]any{"prompt": "hi", "max_tokens": 2, "n": 2})); r.status != 200 {
+		t.Errorf("n=2 with room for 2: status %d: %s", r.status, r.body)
+	}
+}
