@@ -24,11 +24,12 @@ func tinyModel(t *testing.T) string {
 	return path
 }
 
-func logitsOn(t *testing.T, path, device string) [][]float32 {
+// logitsOf runs `moe logits` over five fixed tokens with the extra args.
+func logitsOf(t *testing.T, args ...string) [][]float32 {
 	t.Helper()
-	out, err := run(t, newLogitsCmd(), "--tokens", "1,300,301,302,420", "--threads", "1", "--model", path, "--device", device)
+	out, err := run(t, newLogitsCmd(), append([]string{"--tokens", "1,300,301,302,420", "--threads", "1"}, args...)...)
 	if err != nil {
-		t.Fatalf("--device %s: %v", device, err)
+		t.Fatal(err)
 	}
 	var v struct{ Logits [][]float32 }
 	if err := json.Unmarshal([]byte(out), &v); err != nil {
@@ -37,22 +38,28 @@ func logitsOn(t *testing.T, path, device string) [][]float32 {
 	return v.Logits
 }
 
+// maxDiff is the largest absolute difference of two logit sets of one shape.
+func maxDiff(t *testing.T, got, want [][]float32) float64 {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Fatalf("%d rows, want %d", len(got), len(want))
+	}
+	worst := 0.0
+	for i := range want {
+		for j := range want[i] {
+			worst = math.Max(worst, math.Abs(float64(got[i][j]-want[i][j])))
+		}
+	}
+	return worst
+}
+
 // TestLogitsOnVulkanMatchCPU runs `moe logits` on the Vulkan device (lavapipe in CI) and on
 // the CPU: the command-line path to the GPU backend gives the CPU's logits.
 func TestLogitsOnVulkanMatchCPU(t *testing.T) {
 	path := tinyModel(t)
-	cpu := logitsOn(t, path, "cpu")
-	dev := logitsOn(t, path, "vulkan")
-	if len(dev) != len(cpu) {
-		t.Fatalf("%d rows on the device, %d on the CPU", len(dev), len(cpu))
-	}
-	worst := 0.0
-	for i := range cpu {
-		for j := range cpu[i] {
-			worst = math.Max(worst, math.Abs(float64(dev[i][j]-cpu[i][j])))
-		}
-	}
-	if worst > 1e-3 {
+	cpu := logitsOf(t, "--model", path, "--device", "cpu")
+	dev := logitsOf(t, "--model", path, "--device", "vulkan")
+	if worst := maxDiff(t, dev, cpu); worst > 1e-3 {
 		t.Errorf("max |device - CPU| logit = %g, want <= 1e-3", worst)
 	}
 }
@@ -102,15 +109,6 @@ func TestDeviceChild(t *testing.T) {
 	if device == "" {
 		t.Skip("run by TestDeviceChoiceWithoutALoader")
 	}
-	out, err := run(t, newLogitsCmd(), "--tokens", "1,300,301,302,420", "--threads", "1",
-		"--model", os.Getenv("MOE_TEST_MODEL"), "--device", device)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "error:", err)
-		os.Exit(3)
-	}
-	var v struct{ Logits [][]float32 }
-	if err := json.Unmarshal([]byte(out), &v); err != nil {
-		t.Fatal(err)
-	}
-	fmt.Printf("rows: %d\n", len(v.Logits))
+	rows := logitsOf(t, "--model", os.Getenv("MOE_TEST_MODEL"), "--device", device)
+	fmt.Printf("rows: %d\n", len(rows))
 }

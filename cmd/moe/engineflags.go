@@ -45,7 +45,8 @@ func (e *engineFlags) open() (*model.Model, error) {
 		return nil, err
 	}
 	opts := model.LoadOptions{Threads: e.threads, TensorParallel: e.tensorParallel, Quantization: e.quantization, ExpertParallel: e.expertParallel}
-	what := fmt.Sprintf("quantizing weights (%s)", e.quantization)
+	onCPU := fmt.Sprintf("quantizing weights (%s)", e.quantization)
+	what := onCPU
 	if strings.EqualFold(e.quantization, "fp8") {
 		fmt.Fprintln(os.Stderr, "moe: --quantization fp8: the CPU backend has no FP8 kernels; running Q8_0, which takes the same memory")
 	}
@@ -64,7 +65,7 @@ func (e *engineFlags) open() (*model.Model, error) {
 		// auto never fails where the CPU would run: say why and go on.
 		fmt.Fprintf(os.Stderr, "moe: --device auto: running on the CPU: the GPU could not load the model: %v\n", err)
 		opts.Device = nil
-		opts.Progress = quantizeProgress(os.Stderr, fmt.Sprintf("quantizing weights (%s)", e.quantization))
+		opts.Progress = quantizeProgress(os.Stderr, onCPU)
 		return model.Open(path, opts)
 	}
 	if err == nil {

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
-	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -49,11 +48,7 @@ func events(t *testing.T, out string) []source.Event {
 func tinyHub(t *testing.T) (*sourcetest.Hub, string) {
 	t.Helper()
 	dir := t.TempDir()
-	c, _ := modelgen.Preset("tiny")
-	g := filepath.Join(dir, "tiny.gguf")
-	if err := modelgen.Write(g, c); err != nil {
-		t.Fatal(err)
-	}
+	g := tinyModel(t)
 	if err := modelgen.ExportHF(g, filepath.Join(dir, "hf"), modelgen.HFOptions{MaxShardBytes: 500 << 10}); err != nil {
 		t.Fatal(err)
 	}
@@ -173,18 +168,7 @@ func exitCodeOrZero(err error) int {
 func TestEngineCommandsOpenURIsThroughTheCache(t *testing.T) {
 	hub, g := tinyHub(t)
 	cache := t.TempDir()
-	logits := func(args ...string) [][]float32 {
-		t.Helper()
-		out, err := run(t, newLogitsCmd(), append([]string{"--tokens", "1,300,301,302,420", "--threads", "1"}, args...)...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var v struct{ Logits [][]float32 }
-		if err := json.Unmarshal([]byte(out), &v); err != nil {
-			t.Fatal(err)
-		}
-		return v.Logits
-	}
+	logits := func(args ...string) [][]float32 { t.Helper(); return logitsOf(t, args...) }
 	want := logits("--model", g)
 	pulled := logits("--model", "hf://test/tiny", "--model-cache", cache)
 	if _, err := run(t, newLogitsCmd(), "--tokens", "1", "--model", "hf://test/other", "--model-cache", cache); exitCodeOrZero(err) != source.ExitNotFound {
@@ -194,13 +178,7 @@ func TestEngineCommandsOpenURIsThroughTheCache(t *testing.T) {
 	cached := logits("--model", "hf://test/tiny", "--model-cache", cache)
 	dir := logits("--model", "file://"+filepath.Join(cache, "hf", "test", "tiny", "main"))
 	for name, got := range map[string][][]float32{"pulled": pulled, "cached": cached, "file:// directory": dir} {
-		worst := 0.0
-		for i := range want {
-			for j := range want[i] {
-				worst = math.Max(worst, math.Abs(float64(got[i][j]-want[i][j])))
-			}
-		}
-		if worst > 1e-4 {
+		if worst := maxDiff(t, got, want); worst > 1e-4 {
 			t.Errorf("%s: logits differ from the GGUF's by %g", name, worst)
 		}
 	}

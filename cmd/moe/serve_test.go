@@ -9,14 +9,11 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/moe-operator/moe-operator/engine/modelgen"
 )
 
 // TestServeChildProcess is not a test: TestServeDrainsOnSIGTERM runs this
@@ -34,12 +31,7 @@ func TestServeDrainsOnSIGTERM(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a server process")
 	}
-	dir := t.TempDir()
-	path := filepath.Join(dir, "tiny.gguf")
-	c, _ := modelgen.Preset("tiny")
-	if err := modelgen.Write(path, c); err != nil {
-		t.Fatal(err)
-	}
+	path := tinyModel(t)
 	cmd := exec.Command(os.Args[0], "-test.run=^TestServeChildProcess$")
 	cmd.Env = append(os.Environ(), "MOE_SERVE_ARGS=serve --model "+path+" --host 127.0.0.1 --port 0 --served-model-name tiny --threads 1 --shutdown-grace 1m")
 	stderr, err := cmd.StderrPipe()
