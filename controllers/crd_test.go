@@ -1,16 +1,22 @@
 package controllers
 
 import (
+	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
 	"testing"
+	"time"
 
 	. "github.com/onsi/gomega"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
+	servingv1alpha1 "github.com/moe-operator/moe-operator/api/v1alpha1"
 	"github.com/moe-operator/moe-operator/planner"
 )
 
@@ -74,4 +80,71 @@ func toJSONMap(t *testing.T, v any) map[string]any {
 		t.Fatal(err)
 	}
 	return m
+}
+
+// Messages of the extraArgs rules that keep the API key, the listen address and the
+// shutdown grace with the operator (celCases holds the rejected specs).
+const (
+	apiKeyArgMessage        = "engine.extraArgs must not set --api-key or --api-key-file: a key on the command line is visible to everyone who can read the pod. Put the key in a Secret and set engine.apiKeySecretRef (the operator mounts it as a file)"
+	hostArgMessage          = "engine.extraArgs must not set --host: the operator owns the listen address (all interfaces, so that the probes, the Service and the autoscaler reach the engine)"
+	shutdownGraceArgMessage = "engine.extraArgs --shutdown-grace must be a duration of at most 40s, for example 30s: the pod's termination grace period is 45s and the preStop sleep before SIGTERM takes 5s, so a longer grace would be cut off by SIGKILL"
+)
+
+// TestShutdownGraceRuleMatchesThePod holds the CRD's --shutdown-grace bound to the pod the
+// builder makes: the termination grace period less the preStop sleep.
+func TestShutdownGraceRuleMatchesThePod(t *testing.T) {
+	g := NewWithT(t)
+	limit := time.Duration(engineStopGrace-endpointDrainSeconds) * time.Second
+	g.Expect(limit).To(Equal(40 * time.Second))
+	var rules []apiextensionsv1.ValidationRule
+	crdRules(*loadCRD(t).Spec.Versions[0].Schema.OpenAPIV3Schema, &rules)
+	found := false
+	for _, r := range rules {
+		if r.Message == shutdownGraceArgMessage {
+			found = true
+			g.Expect(r.Rule).To(ContainSubstring("duration('" + limit.String() + "')"))
+		}
+	}
+	g.Expect(found).To(BeTrue(), "no --shutdown-grace rule in the CRD")
+	g.Expect(shutdownGraceArgMessage).To(ContainSubstring(fmt.Sprintf("termination grace period is %ds", engineStopGrace)))
+	g.Expect(shutdownGraceArgMessage).To(ContainSubstring(fmt.Sprintf("takes %ds", endpointDrainSeconds)))
+}
+
+// TestEnvtestEngineArgsTheRulesAdmit: the extraArgs rules refuse only what they name, so a
+// grace within the pod's, flags that merely start like a refused one, and an API key
+// through its Secret reference (whose key defaults to api-key) are admitted.
+func TestEnvtestEngineArgsTheRulesAdmit(t *testing.T) {
+	requireEnvtest(t)
+	ns := newNamespace(t)
+	for name, args := range map[string][]string{
+		"a shutdown grace at the limit":            {"--shutdown-grace=40s"},
+		"a shutdown grace as two arguments":        {"--shutdown-grace", "30s"},
+		"a zero shutdown grace":                    {"--shutdown-grace", "0"},
+		"a fractional shutdown grace":              {"--shutdown-grace=1.5s"},
+		"flags that only start like a refused one": {"--hostname-label=x", "--api-keys-are-great"},
+		"the maximum queue and the batched tokens": {"--max-queue", "64", "--max-batched-tokens=1024"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			g := NewWithT(t)
+			obj := loadSample(t, h100Sample, ns)
+			obj.Spec.Engine.ExtraArgs = args
+			g.Expect(k8sClient.Create(context.Background(), obj, client.DryRunAll)).To(Succeed())
+		})
+	}
+
+	t.Run("an API key Secret reference", func(t *testing.T) {
+		g := NewWithT(t)
+		obj := loadSample(t, h100Sample, ns)
+		obj.Spec.Engine.APIKeySecretRef = &servingv1alpha1.APIKeySecretReference{Name: "engine-key"}
+		g.Expect(k8sClient.Create(context.Background(), obj, client.DryRunAll)).To(Succeed())
+		g.Expect(obj.Spec.Engine.APIKeySecretRef.Key).To(Equal("api-key"), "the key defaults to api-key")
+	})
+	t.Run("an API key Secret reference with a bad name", func(t *testing.T) {
+		g := NewWithT(t)
+		obj := loadSample(t, h100Sample, ns)
+		obj.Spec.Engine.APIKeySecretRef = &servingv1alpha1.APIKeySecretReference{Name: "Engine_Key"}
+		err := k8sClient.Create(context.Background(), obj, client.DryRunAll)
+		g.Expect(apierrors.IsInvalid(err)).To(BeTrue(), "want Invalid, got %v", err)
+		g.Expect(err.Error()).To(ContainSubstring("spec.engine.apiKeySecretRef.name"))
+	})
 }

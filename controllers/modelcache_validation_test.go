@@ -82,6 +82,18 @@ var celTransitionCases = []celTransitionCase{
 		to:      func(c *servingv1alpha1.ModelCacheSpec) { c.Size = resource.MustParse("100G") },
 		message: "model.cache.size cannot shrink: a claim can only grow, where its storage class allows volume expansion",
 	},
+	{
+		name:    "a claim name set after the cache exists",
+		from:    func(c *servingv1alpha1.ModelCacheSpec) {},
+		to:      func(c *servingv1alpha1.ModelCacheSpec) { c.ClaimName = "shared-models" },
+		message: "model.cache.claimName is fixed once the cache exists: to use another claim, remove model.cache and add it back with the new claimName",
+	},
+	{
+		name:    "a claim name changed",
+		from:    func(c *servingv1alpha1.ModelCacheSpec) { c.ClaimName = "shared-models" },
+		to:      func(c *servingv1alpha1.ModelCacheSpec) { c.ClaimName = "other-models" },
+		message: "model.cache.claimName is fixed once the cache exists: to use another claim, remove model.cache and add it back with the new claimName",
+	},
 }
 
 // TestEnvtestModelCacheTransitionRules updates a stored object (dry run) against the real

@@ -170,6 +170,51 @@ var celCases = []celCase{
 		message: "engine.extraArgs must not set --model, --quantization, --tensor-parallel, --port, --served-model-name, --ctx-size, --max-num-seqs or --kv-cache-tokens: the operator sets them from the spec and the plan",
 	},
 	{
+		name:    "an API key in extraArgs",
+		mutate:  func(o *servingv1alpha1.MixtralDeployment) { o.Spec.Engine.ExtraArgs = []string{"--api-key", "sk-secret"} },
+		message: apiKeyArgMessage,
+	},
+	{
+		name:    "an API key in extraArgs after an equals sign",
+		mutate:  func(o *servingv1alpha1.MixtralDeployment) { o.Spec.Engine.ExtraArgs = []string{"--api-key=sk-secret"} },
+		message: apiKeyArgMessage,
+	},
+	{
+		name:    "an API key file in extraArgs",
+		mutate:  func(o *servingv1alpha1.MixtralDeployment) { o.Spec.Engine.ExtraArgs = []string{"--api-key-file=/tmp/key"} },
+		message: apiKeyArgMessage,
+	},
+	{
+		name:    "a listen address in extraArgs",
+		mutate:  func(o *servingv1alpha1.MixtralDeployment) { o.Spec.Engine.ExtraArgs = []string{"--host", "127.0.0.1"} },
+		message: hostArgMessage,
+	},
+	{
+		name:    "a listen address in extraArgs after an equals sign",
+		mutate:  func(o *servingv1alpha1.MixtralDeployment) { o.Spec.Engine.ExtraArgs = []string{"--host=::1"} },
+		message: hostArgMessage,
+	},
+	{
+		name:    "a shutdown grace longer than the pod's termination grace",
+		mutate:  func(o *servingv1alpha1.MixtralDeployment) { o.Spec.Engine.ExtraArgs = []string{"--shutdown-grace=2m"} },
+		message: shutdownGraceArgMessage,
+	},
+	{
+		name:    "a shutdown grace as two arguments, longer than the pod's termination grace",
+		mutate:  func(o *servingv1alpha1.MixtralDeployment) { o.Spec.Engine.ExtraArgs = []string{"--shutdown-grace", "41s"} },
+		message: shutdownGraceArgMessage,
+	},
+	{
+		name:    "a shutdown grace that is not a duration",
+		mutate:  func(o *servingv1alpha1.MixtralDeployment) { o.Spec.Engine.ExtraArgs = []string{"--shutdown-grace=soon"} },
+		message: shutdownGraceArgMessage,
+	},
+	{
+		name:    "a shutdown grace without its value",
+		mutate:  func(o *servingv1alpha1.MixtralDeployment) { o.Spec.Engine.ExtraArgs = []string{"--max-queue", "64", "--shutdown-grace"} },
+		message: shutdownGraceArgMessage,
+	},
+	{
 		name: "a startup timeout too short to load anything",
 		mutate: func(o *servingv1alpha1.MixtralDeployment) {
 			o.Spec.Engine.StartupTimeout = &metav1.Duration{Duration: 5 * time.Second}

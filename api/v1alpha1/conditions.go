@@ -67,6 +67,9 @@ const (
 	// ReasonChildConflict: a child object with the operator's name exists but belongs to
 	// something else; the operator leaves it alone.
 	ReasonChildConflict = "ChildConflict"
+	// ReasonAPIKeyUnavailable: an engine pod exited because it could not read its API key:
+	// the Secret or the key that spec.engine.apiKeySecretRef names is missing or empty.
+	ReasonAPIKeyUnavailable = "APIKeyUnavailable"
 )
 
 // Event reasons the reconciler records on a MixtralDeployment.

@@ -334,7 +334,15 @@ type AutoscalingSpec struct {
 
 // EngineSpec tunes the engine container (`moe serve`).
 //
+// The rules on extraArgs keep what the operator owns out of the user's hands: the flags it
+// sets from the spec and the plan, the API key (which on a command line anyone who can read
+// the pod would see), the listen address, and a --shutdown-grace the pod's termination
+// grace period (45 s, of which the preStop sleep takes 5) could not honour.
+//
 // +kubebuilder:validation:XValidation:rule="!has(self.extraArgs) || self.extraArgs.all(a, !['--model', '--quantization', '--tensor-parallel', '--port', '--served-model-name', '--ctx-size', '--max-num-seqs', '--kv-cache-tokens'].exists(f, a == f || a.startsWith(f + '=')))",message="engine.extraArgs must not set --model, --quantization, --tensor-parallel, --port, --served-model-name, --ctx-size, --max-num-seqs or --kv-cache-tokens: the operator sets them from the spec and the plan"
+// +kubebuilder:validation:XValidation:rule="!has(self.extraArgs) || self.extraArgs.all(a, !['--api-key', '--api-key-file'].exists(f, a == f || a.startsWith(f + '=')))",message="engine.extraArgs must not set --api-key or --api-key-file: a key on the command line is visible to everyone who can read the pod. Put the key in a Secret and set engine.apiKeySecretRef (the operator mounts it as a file)"
+// +kubebuilder:validation:XValidation:rule="!has(self.extraArgs) || self.extraArgs.all(a, a != '--host' && !a.startsWith('--host='))",message="engine.extraArgs must not set --host: the operator owns the listen address (all interfaces, so that the probes, the Service and the autoscaler reach the engine)"
+// +kubebuilder:validation:XValidation:rule="!has(self.extraArgs) || (self.extraArgs.all(a, !a.startsWith('--shutdown-grace=') || a == '--shutdown-grace=0' || (a.substring(17).matches('^([0-9]+([.][0-9]+)?(ns|us|ms|s|m|h))+$') && duration(a.substring(17)) <= duration('40s'))) && self.extraArgs.all(i, a, a != '--shutdown-grace' || (i + 1 < size(self.extraArgs) && (self.extraArgs[i + 1] == '0' || (self.extraArgs[i + 1].matches('^([0-9]+([.][0-9]+)?(ns|us|ms|s|m|h))+$') && duration(self.extraArgs[i + 1]) <= duration('40s'))))))",message="engine.extraArgs --shutdown-grace must be a duration of at most 40s, for example 30s: the pod's termination grace period is 45s and the preStop sleep before SIGTERM takes 5s, so a longer grace would be cut off by SIGKILL"
 type EngineSpec struct {
 	// Image is the engine image. Defaults to the operator's --engine-image.
 	// +optional
@@ -363,6 +371,16 @@ type EngineSpec struct {
 	// +kubebuilder:validation:items:MaxLength=1024
 	ExtraArgs []string `json:"extraArgs,omitempty"`
 
+	// APIKeySecretRef names a Secret in the MixtralDeployment's namespace whose key holds
+	// the API key clients must send ("Authorization: Bearer KEY") on the OpenAI API (/v1/
+	// paths). The operator mounts that one key read-only into the engine pods and passes its
+	// path with --api-key-file, so the key appears in no argument and no environment
+	// variable. /health, /ready and /metrics stay open for the probes and the autoscaler.
+	// Changing the reference rolls the pods; changing the Secret's content takes effect
+	// when the pods restart (kubectl rollout restart deployment NAME).
+	// +optional
+	APIKeySecretRef *APIKeySecretReference `json:"apiKeySecretRef,omitempty"`
+
 	// Env adds environment variables to the engine container.
 	// +optional
 	// +listType=atomic
@@ -382,6 +400,24 @@ type EngineSpec struct {
 	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$`
 	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('10s')",message="engine.startupTimeout must be at least 10s"
 	StartupTimeout *metav1.Duration `json:"startupTimeout,omitempty"`
+}
+
+// APIKeySecretReference is a key of a Secret in the MixtralDeployment's namespace.
+type APIKeySecretReference struct {
+	// Name is the Secret's name.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
+	Name string `json:"name"`
+
+	// Key is the key in the Secret whose value is the API key (surrounding whitespace, such
+	// as a trailing newline, is ignored).
+	// +optional
+	// +kubebuilder:default=api-key
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[-._a-zA-Z0-9]+$`
+	Key string `json:"key,omitempty"`
 }
 
 // MixtralDeploymentSpec is the desired state of a MixtralDeployment.

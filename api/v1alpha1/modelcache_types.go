@@ -19,7 +19,9 @@ const (
 	CacheDelete ModelCacheRetention = "Delete"
 	// CacheRetain leaves the claim without an owner reference: it outlives the
 	// MixtralDeployment, and a MixtralDeployment created again with the same name and
-	// namespace takes it over with the model already in it.
+	// namespace takes it over with the model already in it. The operator records who
+	// retained it in the annotation AnnotationRetainedBy; a claim without that annotation
+	// is never taken over unless model.cache.claimName names it.
 	CacheRetain ModelCacheRetention = "Retain"
 )
 
@@ -34,7 +36,19 @@ const (
 // +kubebuilder:validation:XValidation:rule="has(self.storageClassName) == has(oldSelf.storageClassName) && (!has(self.storageClassName) || self.storageClassName == oldSelf.storageClassName)",message="model.cache.storageClassName is fixed once the claim exists: to move the cache to another class, remove model.cache (the claim is deleted unless whenDeleted is Retain) and add it back"
 // +kubebuilder:validation:XValidation:rule="self.accessMode == oldSelf.accessMode",message="model.cache.accessMode is fixed once the claim exists: to change it, remove model.cache (the claim is deleted unless whenDeleted is Retain) and add it back"
 // +kubebuilder:validation:XValidation:rule="quantity(string(self.size)).compareTo(quantity(string(oldSelf.size))) >= 0",message="model.cache.size cannot shrink: a claim can only grow, where its storage class allows volume expansion"
+// +kubebuilder:validation:XValidation:rule="has(self.claimName) == has(oldSelf.claimName) && (!has(self.claimName) || self.claimName == oldSelf.claimName)",message="model.cache.claimName is fixed once the cache exists: to use another claim, remove model.cache and add it back with the new claimName"
 type ModelCacheSpec struct {
+	// ClaimName names the PersistentVolumeClaim that holds the cache; it defaults to
+	// NAME-model-cache. When no claim of that name exists the operator creates it, as
+	// whenDeleted says. When one exists that the operator did not create for this
+	// MixtralDeployment (a claim you made or filled yourself, or one another
+	// MixtralDeployment retained), naming it here is how you hand it over: the operator
+	// then uses it as it is and never deletes, resizes or relabels it. Fixed once set.
+	// +optional
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
+	ClaimName string `json:"claimName,omitempty"`
+
 	// StorageClassName is the claim's storage class; unset uses the cluster's default class.
 	// Fixed once the claim exists.
 	// +optional
@@ -177,7 +191,13 @@ const (
 // Labels of the model cache's objects.
 const (
 	// LabelModelCache, on a cache claim and loader Jobs, is the name of the
-	// MixtralDeployment they serve. A claim without an owner that carries it (a retained
-	// cache) is taken over by a MixtralDeployment of that name.
+	// MixtralDeployment they serve. It selects; it never grants ownership: anyone who can
+	// label a claim could set it.
 	LabelModelCache = "serving.moe-operator.io/model-cache"
+
+	// AnnotationRetainedBy, on a cache claim, is NAMESPACE/NAME of the MixtralDeployment
+	// that kept it with whenDeleted: Retain. Only a MixtralDeployment of that namespace and
+	// name takes an unowned claim over by itself; to hand a claim to another, name it in
+	// model.cache.claimName.
+	AnnotationRetainedBy = "serving.moe-operator.io/retained-by"
 )
