@@ -3,6 +3,7 @@ package tokenizer
 import (
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 )
 
@@ -50,6 +51,9 @@ func (t *Tokenizer) ChatFormat() ChatFormat { return DetectChatFormat(t.v.ChatTe
 // ErrChat reports a conversation the template cannot render.
 var ErrChat = errors.New("tokenizer: invalid conversation")
 
+// ErrTooLong reports a text or conversation over the caller's token limit.
+var ErrTooLong = errors.New("tokenizer: more tokens than the limit")
+
 // MistralV1Chat renders a conversation with the Mistral v1 chat template of
 // Mixtral-8x7B-Instruct, as mistral-common tokenizes it:
 //
@@ -60,6 +64,13 @@ var ErrChat = errors.New("tokenizer: invalid conversation")
 // first; its text goes before the first user message followed by a blank
 // line. Turns must alternate user/assistant and end with a user turn.
 func (t *Tokenizer) MistralV1Chat(msgs []Message) ([]int32, error) {
+	return t.MistralV1ChatLimit(msgs, math.MaxInt)
+}
+
+// MistralV1ChatLimit is MistralV1Chat that gives up with ErrTooLong once
+// the conversation takes more than limit tokens, without encoding the rest
+// (see EncodeLimit).
+func (t *Tokenizer) MistralV1ChatLimit(msgs []Message, limit int) ([]int32, error) {
 	var system string
 	if len(msgs) > 0 && msgs[0].Role == "system" {
 		system = msgs[0].Content
@@ -69,6 +80,23 @@ func (t *Tokenizer) MistralV1Chat(msgs []Message) ([]int32, error) {
 		return nil, fmt.Errorf("%w: no user message", ErrChat)
 	}
 	ids := []int32{t.v.BOS}
+	// Bytes are counted before any encoding: text that cannot fit costs nothing.
+	size := 0
+	for _, m := range msgs {
+		size += len(m.Content)
+	}
+	size += len(system)
+	tooLong := func() error {
+		return fmt.Errorf("%w: the messages take more than %d tokens", ErrTooLong, limit)
+	}
+	if t.MinTokens(size)+1 > limit {
+		return nil, tooLong()
+	}
+	encode := func(text string) bool {
+		more, ok := t.EncodeLimit(text, false, limit-len(ids))
+		ids = append(ids, more...)
+		return ok
+	}
 	for i, m := range msgs {
 		want := "user"
 		if i%2 == 1 {
@@ -85,14 +113,21 @@ func (t *Tokenizer) MistralV1Chat(msgs []Message) ([]int32, error) {
 			if i == 0 && system != "" {
 				content = system + "\n\n" + content
 			}
-			ids = append(ids, t.Encode("[INST] "+content+" [/INST]", false)...)
+			if !encode("[INST] " + content + " [/INST]") {
+				return nil, tooLong()
+			}
 		} else {
-			ids = append(ids, t.Encode(m.Content, false)...)
+			if !encode(m.Content) {
+				return nil, tooLong()
+			}
 			ids = append(ids, t.v.EOS)
 		}
 	}
 	if msgs[len(msgs)-1].Role != "user" {
 		return nil, fmt.Errorf("%w: the last message must be from the user", ErrChat)
+	}
+	if len(ids) > limit {
+		return nil, tooLong()
 	}
 	return ids, nil
 }

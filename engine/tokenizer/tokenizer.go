@@ -11,9 +11,9 @@
 package tokenizer
 
 import (
-	"container/heap"
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -61,6 +61,14 @@ type Tokenizer struct {
 	index   map[string]int32
 	byteTok [256]int32
 	byteOf  map[int32]byte
+	// joins holds each pair of adjacent characters found inside a piece.
+	// No merge can join two characters whose pair is not in it, so the
+	// text is encoded in chunks split between such characters (the result
+	// is the same), which bounds the encoder's memory by a chunk, not the
+	// whole text.
+	joins map[uint64]struct{}
+	// maxPieceBytes is the most input bytes one token covers.
+	maxPieceBytes int
 }
 
 const spaceMark = "\u2581" // ▁
@@ -91,10 +99,22 @@ func New(v Vocab) (*Tokenizer, error) {
 			return nil, fmt.Errorf("%w: %s id %d outside the %d-piece vocabulary", ErrVocab, id.name, id.id, n)
 		}
 	}
-	t := &Tokenizer{v: v, index: make(map[string]int32, n), byteOf: map[int32]byte{}}
+	t := &Tokenizer{v: v, index: make(map[string]int32, n), byteOf: map[int32]byte{}, joins: map[uint64]struct{}{}, maxPieceBytes: 1}
 	for i, p := range v.Pieces {
 		if _, dup := t.index[p]; !dup { // the first of duplicate pieces wins, as in llama.cpp
 			t.index[p] = int32(i)
+		}
+		if v.Types[i] != Byte {
+			t.maxPieceBytes = max(t.maxPieceBytes, len(strings.ReplaceAll(p, spaceMark, " ")))
+			prev := uint64(0)
+			for off := 0; off < len(p); {
+				c := char(p, off)
+				if off > 0 {
+					t.joins[prev<<32|c] = struct{}{}
+				}
+				prev = c
+				off += charLen(p, off)
+			}
 		}
 		if v.Types[i] == Byte {
 			b, ok := parseByteToken(p)
@@ -148,6 +168,17 @@ func (t *Tokenizer) Vocab() Vocab { return t.v }
 // Encode tokenizes text. With addSpecial, BOS (and EOS) are added as the
 // vocabulary asks. Empty text encodes to nothing but those.
 func (t *Tokenizer) Encode(text string, addSpecial bool) []int32 {
+	out, _ := t.EncodeLimit(text, addSpecial, math.MaxInt)
+	return out
+}
+
+// EncodeLimit is Encode that gives up once the text has taken more than
+// limit tokens: it returns ok false, and ids are then not the whole
+// encoding. Text that cannot fit (see MinTokens) is refused before any work.
+func (t *Tokenizer) EncodeLimit(text string, addSpecial bool, limit int) (ids []int32, ok bool) {
+	if t.MinTokens(len(text)) > limit {
+		return nil, false
+	}
 	var out []int32
 	if addSpecial && t.v.AddBOS {
 		out = append(out, t.v.BOS)
@@ -156,41 +187,113 @@ func (t *Tokenizer) Encode(text string, addSpecial bool) []int32 {
 		if t.v.AddSpacePrefix {
 			text = " " + text
 		}
-		out = t.encodePieces(strings.ReplaceAll(text, " ", spaceMark), out)
+		if out = t.encodeChunks(strings.ReplaceAll(text, " ", spaceMark), out, limit); len(out) > limit {
+			return out, false
+		}
 	}
 	if addSpecial && t.v.AddEOS {
 		out = append(out, t.v.EOS)
 	}
-	return out
+	return out, len(out) <= limit
 }
 
+// MinTokens is a lower bound on the tokens of any text of n bytes: no token
+// covers more bytes than the vocabulary's longest piece.
+func (t *Tokenizer) MinTokens(n int) int { return (n + t.maxPieceBytes - 1) / t.maxPieceBytes }
+
+// encodeChunks encodes text (spaces already "▁") in chunks split where no
+// merge can cross, stopping once out holds more than limit tokens.
+func (t *Tokenizer) encodeChunks(text string, out []int32, limit int) []int32 {
+	var m merger
+	start, prev := 0, uint64(0)
+	for off := 0; off < len(text); off += charLen(text, off) {
+		c := char(text, off)
+		if off > start {
+			if _, joined := t.joins[prev<<32|c]; !joined {
+				if out = m.encode(t, text[start:off], out); len(out) > limit {
+					return out
+				}
+				start = off
+			}
+		}
+		prev = c
+	}
+	return m.encode(t, text[start:], out)
+}
+
+// charLen is the length of the character at text[off:] as the encoder
+// splits text (see utf8Len).
+func charLen(text string, off int) int { return min(utf8Len(text[off]), len(text)-off) }
+
+// char packs the character at text[off:] (at most 4 bytes) into a number.
+func char(text string, off int) uint64 {
+	c := uint64(0)
+	for _, b := range []byte(text[off : off+charLen(text, off)]) {
+		c = c<<8 | uint64(b)
+	}
+	return c
+}
+
+// symbol and bigram use int32 to halve the encoder's memory per byte of
+// text; a chunk is far shorter than 2^31 bytes (see EncodeLimit).
 type symbol struct {
-	start, n   int // byte range in the text
-	prev, next int
+	start, n   int32 // byte range in the text
+	prev, next int32
 }
 
 type bigram struct {
-	left, right int
+	left, right int32
 	score       float32
-	size        int
+	size        int32
 }
 
-type bigramQueue []bigram
+// merger runs the BPE merges; its buffers are reused from chunk to chunk.
+type merger struct {
+	syms []symbol
+	q    []bigram // a max-heap: the highest score first, then the leftmost
+}
 
-func (q bigramQueue) Len() int { return len(q) }
-func (q bigramQueue) Less(i, j int) bool {
-	if q[i].score != q[j].score {
-		return q[i].score > q[j].score
+func (b bigram) before(c bigram) bool {
+	if b.score != c.score {
+		return b.score > c.score
 	}
-	return q[i].left < q[j].left
+	return b.left < c.left
 }
-func (q bigramQueue) Swap(i, j int) { q[i], q[j] = q[j], q[i] }
-func (q *bigramQueue) Push(x any)   { *q = append(*q, x.(bigram)) }
-func (q *bigramQueue) Pop() any {
-	old := *q
-	b := old[len(old)-1]
-	*q = old[:len(old)-1]
-	return b
+
+func (m *merger) push(b bigram) {
+	m.q = append(m.q, b)
+	for i := len(m.q) - 1; i > 0; {
+		parent := (i - 1) / 2
+		if !m.q[i].before(m.q[parent]) {
+			break
+		}
+		m.q[i], m.q[parent] = m.q[parent], m.q[i]
+		i = parent
+	}
+}
+
+func (m *merger) pop() bigram {
+	q := m.q
+	top := q[0]
+	last := len(q) - 1
+	q[0] = q[last]
+	q = q[:last]
+	for i := 0; ; {
+		best, l, r := i, 2*i+1, 2*i+2
+		if l < len(q) && q[l].before(q[best]) {
+			best = l
+		}
+		if r < len(q) && q[r].before(q[best]) {
+			best = r
+		}
+		if best == i {
+			break
+		}
+		q[i], q[best] = q[best], q[i]
+		i = best
+	}
+	m.q = q
+	return top
 }
 
 // utf8Len is the length of the UTF-8 sequence a lead byte announces, with
@@ -208,18 +311,27 @@ func utf8Len(b byte) int {
 	}
 }
 
-func (t *Tokenizer) encodePieces(text string, out []int32) []int32 {
-	syms := make([]symbol, 0, len(text))
+// encode runs the BPE merges over text (spaces already "▁") and appends
+// the pieces' ids to out.
+func (m *merger) encode(t *Tokenizer, text string, out []int32) []int32 {
+	if text == "" {
+		return out
+	}
+	if cap(m.syms) < len(text) {
+		m.syms = make([]symbol, 0, len(text))
+		m.q = make([]bigram, 0, len(text))
+	}
+	syms := m.syms[:0]
 	for off := 0; off < len(text); {
-		n := min(utf8Len(text[off]), len(text)-off)
-		syms = append(syms, symbol{start: off, n: n, prev: len(syms) - 1, next: len(syms) + 1})
+		n := charLen(text, off)
+		syms = append(syms, symbol{start: int32(off), n: int32(n), prev: int32(len(syms) - 1), next: int32(len(syms) + 1)})
 		off += n
 	}
 	syms[len(syms)-1].next = -1
+	m.syms = syms
+	m.q = m.q[:0]
 
-	var q bigramQueue
-	revMerge := map[string][2]int{}
-	tryAdd := func(left, right int) {
+	tryAdd := func(left, right int32) {
 		if left < 0 || right < 0 {
 			return
 		}
@@ -228,14 +340,13 @@ func (t *Tokenizer) encodePieces(text string, out []int32) []int32 {
 		if !ok {
 			return
 		}
-		heap.Push(&q, bigram{left: left, right: right, score: t.v.Scores[id], size: len(s)})
-		revMerge[s] = [2]int{left, right}
+		m.push(bigram{left: left, right: right, score: t.v.Scores[id], size: int32(len(s))})
 	}
-	for i := 1; i < len(syms); i++ {
+	for i := int32(1); i < int32(len(syms)); i++ {
 		tryAdd(i-1, i)
 	}
-	for q.Len() > 0 {
-		b := heap.Pop(&q).(bigram)
+	for len(m.q) > 0 {
+		b := m.pop()
 		l, r := &syms[b.left], &syms[b.right]
 		if l.n == 0 || r.n == 0 || l.n+r.n != b.size {
 			continue // stale: one side was merged since
@@ -250,24 +361,17 @@ func (t *Tokenizer) encodePieces(text string, out []int32) []int32 {
 		tryAdd(b.left, l.next)
 	}
 
-	var resegment func(i int)
-	resegment = func(i int) {
+	// A merged symbol is always a piece; only single characters outside the
+	// vocabulary fall back to bytes.
+	for i := int32(0); i != -1; i = syms[i].next {
 		s := text[syms[i].start : syms[i].start+syms[i].n]
 		if id, ok := t.index[s]; ok {
 			out = append(out, id)
-			return
-		}
-		if p, ok := revMerge[s]; ok {
-			resegment(p[0])
-			resegment(p[1])
-			return
+			continue
 		}
 		for j := 0; j < len(s); j++ {
 			out = append(out, t.byteTok[s[j]])
 		}
-	}
-	for i := 0; i != -1; i = syms[i].next {
-		resegment(i)
 	}
 	return out
 }
