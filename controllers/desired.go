@@ -40,6 +40,18 @@ const (
 	tmpVolumeName        = "tmp"
 	tmpMountPath         = "/tmp"
 
+	// The API key (spec.engine.apiKeySecretRef): the one Secret key is mounted as the file
+	// apiKeyMountDir/apiKeyFileName and named with --api-key-file, so the key is in no
+	// argument and no environment variable. The file is readable by the engine's group
+	// (the pod's fsGroup owns it) and nobody else.
+	apiKeyVolumeName = "api-key"
+	apiKeyMountDir   = "/var/run/secrets/moe"
+	apiKeyFileName   = "api-key"
+	apiKeyFileMode   = int32(0o440)
+	// defaultAPIKeySecretKey is the Secret key read when apiKeySecretRef names none (the
+	// API's default, for objects built by hand).
+	defaultAPIKeySecretKey = "api-key"
+
 	// engineUID is the unprivileged user the engine runs as (the distroless "nonroot" user).
 	engineUID = 65532
 
@@ -207,8 +219,27 @@ func (w workload) engineArgs() []string {
 		// The loader Job filled the cache claim; the engine opens the pull from it offline.
 		args = append(args, "--model-cache", modelCacheMountPath)
 	}
+	if w.apiKeyRef() != nil {
+		args = append(args, "--api-key-file", apiKeyPath())
+	}
 	return append(args, w.obj.Spec.Engine.ExtraArgs...)
 }
+
+// apiKeyRef is spec.engine.apiKeySecretRef with its key defaulted; nil without one.
+func (w workload) apiKeyRef() *servingv1alpha1.APIKeySecretReference {
+	ref := w.obj.Spec.Engine.APIKeySecretRef
+	if ref == nil {
+		return nil
+	}
+	out := *ref
+	if out.Key == "" {
+		out.Key = defaultAPIKeySecretKey
+	}
+	return &out
+}
+
+// apiKeyPath is the API key file inside the engine container.
+func apiKeyPath() string { return apiKeyMountDir + "/" + apiKeyFileName }
 
 // startupTimeout is how long a pod may take to become ready the first time.
 func (w workload) startupTimeout() time.Duration {
@@ -340,6 +371,22 @@ func (w workload) volumes() ([]corev1.Volume, []corev1.VolumeMount) {
 		{Name: modelCacheVolumeName, MountPath: modelCacheMountPath, ReadOnly: w.cacheSpec() != nil},
 		{Name: shmVolumeName, MountPath: shmMountPath},
 		{Name: tmpVolumeName, MountPath: tmpMountPath},
+	}
+	if ref := w.apiKeyRef(); ref != nil {
+		// Optional, so that a missing Secret or key does not leave the pod stuck in
+		// ContainerCreating behind a mount error only its events show: the engine starts,
+		// finds no file and exits with an error naming the path, which the pod's status
+		// carries (and the Degraded condition reports, see apiKeyFailure). The engine never
+		// serves without the key; once the Secret has it, the restarted container reads it.
+		volumes = append(volumes, corev1.Volume{Name: apiKeyVolumeName, VolumeSource: corev1.VolumeSource{
+			Secret: &corev1.SecretVolumeSource{
+				SecretName:  ref.Name,
+				Items:       []corev1.KeyToPath{{Key: ref.Key, Path: apiKeyFileName}},
+				DefaultMode: ptr.To(apiKeyFileMode),
+				Optional:    ptr.To(true),
+			},
+		}})
+		mounts = append(mounts, corev1.VolumeMount{Name: apiKeyVolumeName, MountPath: apiKeyMountDir, ReadOnly: true})
 	}
 	if _, claim := modelSource(w.obj.Spec.Model); claim != "" {
 		volumes = append(volumes, corev1.Volume{Name: modelVolumeName, VolumeSource: corev1.VolumeSource{

@@ -72,6 +72,9 @@ type scope struct {
 	deployment *appsv1.Deployment
 	service    *corev1.Service
 
+	// engineFailure, when set, is why engine pods exit (an API key they cannot read).
+	engineFailure string
+
 	// cache is what the model-cache phase found; nil without spec.model.cache or a plan.
 	cache *cacheState
 	// requeueAfter, when set, asks for another pass after this long (time-based waits).
@@ -233,6 +236,13 @@ func (r *MixtralDeploymentReconciler) reconcileStatus(ctx context.Context, s *sc
 			return fmt.Errorf("reading Deployment %q: %w", s.obj.Name, err)
 		}
 	}
+	if reconcileErr == nil {
+		failure, err := r.engineFailures(ctx, s)
+		if err != nil {
+			return err
+		}
+		s.engineFailure = failure
+	}
 	computeStatus(s, reconcileErr)
 	r.recordPlanEvents(s)
 	r.recordModelCacheEvents(s)
@@ -279,6 +289,9 @@ func (r *MixtralDeploymentReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Owns(&policyv1.PodDisruptionBudget{}).
 		Owns(&batchv1.Job{}).
 		Owns(&corev1.PersistentVolumeClaim{}).
+		// Engine pods carry no owner reference to the MixtralDeployment (their ReplicaSet
+		// owns them); their label names it. Only new container exits pass.
+		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(enginePodOwner), builder.WithPredicates(engineExitChanged)).
 		Named("mixtraldeployment").
 		Complete(r)
 }
