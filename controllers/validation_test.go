@@ -170,8 +170,10 @@ var celCases = []celCase{
 		message: "engine.extraArgs must not set --model, --quantization, --tensor-parallel, --port, --served-model-name, --ctx-size, --max-num-seqs or --kv-cache-tokens: the operator sets them from the spec and the plan",
 	},
 	{
-		name:    "an API key in extraArgs",
-		mutate:  func(o *servingv1alpha1.MixtralDeployment) { o.Spec.Engine.ExtraArgs = []string{"--api-key", "sk-secret"} },
+		name: "an API key in extraArgs",
+		mutate: func(o *servingv1alpha1.MixtralDeployment) {
+			o.Spec.Engine.ExtraArgs = []string{"--api-key", "sk-secret"}
+		},
 		message: apiKeyArgMessage,
 	},
 	{
@@ -180,8 +182,10 @@ var celCases = []celCase{
 		message: apiKeyArgMessage,
 	},
 	{
-		name:    "an API key file in extraArgs",
-		mutate:  func(o *servingv1alpha1.MixtralDeployment) { o.Spec.Engine.ExtraArgs = []string{"--api-key-file=/tmp/key"} },
+		name: "an API key file in extraArgs",
+		mutate: func(o *servingv1alpha1.MixtralDeployment) {
+			o.Spec.Engine.ExtraArgs = []string{"--api-key-file=/tmp/key"}
+		},
 		message: apiKeyArgMessage,
 	},
 	{
@@ -200,18 +204,24 @@ var celCases = []celCase{
 		message: shutdownGraceArgMessage,
 	},
 	{
-		name:    "a shutdown grace as two arguments, longer than the pod's termination grace",
-		mutate:  func(o *servingv1alpha1.MixtralDeployment) { o.Spec.Engine.ExtraArgs = []string{"--shutdown-grace", "41s"} },
+		name: "a shutdown grace as two arguments, longer than the pod's termination grace",
+		mutate: func(o *servingv1alpha1.MixtralDeployment) {
+			o.Spec.Engine.ExtraArgs = []string{"--shutdown-grace", "41s"}
+		},
 		message: shutdownGraceArgMessage,
 	},
 	{
-		name:    "a shutdown grace that is not a duration",
-		mutate:  func(o *servingv1alpha1.MixtralDeployment) { o.Spec.Engine.ExtraArgs = []string{"--shutdown-grace=soon"} },
+		name: "a shutdown grace that is not a duration",
+		mutate: func(o *servingv1alpha1.MixtralDeployment) {
+			o.Spec.Engine.ExtraArgs = []string{"--shutdown-grace=soon"}
+		},
 		message: shutdownGraceArgMessage,
 	},
 	{
-		name:    "a shutdown grace without its value",
-		mutate:  func(o *servingv1alpha1.MixtralDeployment) { o.Spec.Engine.ExtraArgs = []string{"--max-queue", "64", "--shutdown-grace"} },
+		name: "a shutdown grace without its value",
+		mutate: func(o *servingv1alpha1.MixtralDeployment) {
+			o.Spec.Engine.ExtraArgs = []string{"--max-queue", "64", "--shutdown-grace"}
+		},
 		message: shutdownGraceArgMessage,
 	},
 	{
