@@ -19,10 +19,16 @@ import (
 // not controlled by the MixtralDeployment. The operator never adopts or overwrites it.
 type foreignChildError struct {
 	kind, name string
+	// hint, when set, replaces "delete or rename it" with what else the user can do.
+	hint string
 }
 
 func (e *foreignChildError) Error() string {
-	return fmt.Sprintf("a %s named %q already exists and is not owned by this MixtralDeployment; delete or rename it", e.kind, e.name)
+	what := "delete or rename it"
+	if e.hint != "" {
+		what = e.hint
+	}
+	return fmt.Sprintf("a %s named %q already exists and is not owned by this MixtralDeployment; %s", e.kind, e.name, what)
 }
 
 // syncFunc copies the fields the operator owns from desired into existing and reports

@@ -62,7 +62,11 @@ func (r *MixtralDeploymentReconciler) podReader() client.Reader {
 func (r *MixtralDeploymentReconciler) reconcileModelCache(ctx context.Context, s *scope) error {
 	spec := s.obj.Spec.Model.Cache
 	if spec == nil {
-		return r.removeModelCache(ctx, s.obj)
+		claim := modelCacheClaimName(s.obj.Name)
+		if st := s.before.Status.ModelCache; st != nil && st.ClaimName != "" {
+			claim = st.ClaimName // model.cache.claimName, gone with model.cache
+		}
+		return r.removeModelCache(ctx, s.obj, claim)
 	}
 	if s.workload == nil {
 		return nil
@@ -71,7 +75,7 @@ func (r *MixtralDeploymentReconciler) reconcileModelCache(ctx context.Context, s
 	uri, _ := modelSource(s.obj.Spec.Model)
 	obs := cacheObservation{
 		uri:          uri,
-		claimName:    modelCacheClaimName(s.obj.Name),
+		claimName:    w.cacheClaimName(),
 		namespace:    s.obj.Namespace,
 		tokenRef:     s.obj.Spec.Model.TokenSecretRef,
 		backoffLimit: loaderBackoffLimit,
@@ -118,11 +122,15 @@ func (r *MixtralDeploymentReconciler) reconcileModelCache(ctx context.Context, s
 	return nil
 }
 
-// applyCacheClaim creates the cache claim, or takes the existing one: its own, or a
-// retained one labelled for a MixtralDeployment of this name. The owner reference follows
-// whenDeleted, and a bigger size is applied (claims only grow). A claim whose storage
-// class or access mode differ from the spec (a retained or hand-edited claim) is not
-// changed; mismatch says what differs and what to do.
+// applyCacheClaim creates the cache claim, or takes the existing one. It manages a claim
+// that is its own: one it controls, or an unowned one whose AnnotationRetainedBy names this
+// MixtralDeployment (a cache retained under this namespace and name). The owner reference
+// and the annotation follow whenDeleted, and a bigger size is applied (claims only grow).
+// An unowned claim that model.cache.claimName names but that is not its own is the user's:
+// it is used as it is and never changed, owned or deleted. Any other claim of the name is
+// foreign and left alone, whatever its labels say. A claim whose storage class or access
+// mode differ from the spec (a retained or hand-edited claim) is not changed; mismatch says
+// what differs and what to do.
 func (r *MixtralDeploymentReconciler) applyCacheClaim(ctx context.Context, obj *servingv1alpha1.MixtralDeployment, w workload) (*corev1.PersistentVolumeClaim, string, error) {
 	spec := w.cacheSpec()
 	desired := desiredCacheClaim(w)
@@ -143,9 +151,18 @@ func (r *MixtralDeploymentReconciler) applyCacheClaim(ctx context.Context, obj *
 		return nil, "", fmt.Errorf("reading PersistentVolumeClaim %q: %w", desired.Name, err)
 	}
 	controlled := metav1.IsControlledBy(existing, obj)
-	retained := metav1.GetControllerOf(existing) == nil && existing.Labels[servingv1alpha1.LabelModelCache] == obj.Name
-	if !controlled && !retained {
-		return nil, "", &foreignChildError{kind: "PersistentVolumeClaim", name: desired.Name}
+	unowned := metav1.GetControllerOf(existing) == nil
+	retained := unowned && existing.Annotations[servingv1alpha1.AnnotationRetainedBy] == retainedBy(obj)
+	switch {
+	case controlled || retained:
+	case unowned && spec.ClaimName != "":
+		// Handed over by name: the user's claim, used as it is.
+		if !existing.DeletionTimestamp.IsZero() {
+			return existing, errClaimDeleting, nil
+		}
+		return existing, claimMismatch(existing, spec), nil
+	default:
+		return nil, "", &foreignChildError{kind: "PersistentVolumeClaim", name: desired.Name, hint: foreignClaimHint(existing, obj)}
 	}
 	if !existing.DeletionTimestamp.IsZero() {
 		return existing, errClaimDeleting, nil
@@ -159,6 +176,14 @@ func (r *MixtralDeploymentReconciler) applyCacheClaim(ctx context.Context, obj *
 		if err := controllerutil.SetControllerReference(obj, existing, r.Scheme()); err != nil {
 			return nil, "", fmt.Errorf("setting the owner of PersistentVolumeClaim %q: %w", desired.Name, err)
 		}
+		changed = true
+	}
+	if want := retainedBy(obj); cacheRetained(spec) && existing.Annotations[servingv1alpha1.AnnotationRetainedBy] != want {
+		metav1.SetMetaDataAnnotation(&existing.ObjectMeta, servingv1alpha1.AnnotationRetainedBy, want)
+		changed = true
+	} else if _, ok := existing.Annotations[servingv1alpha1.AnnotationRetainedBy]; !cacheRetained(spec) && ok {
+		// Owned again: the owner reference, not the annotation, decides its fate.
+		delete(existing.Annotations, servingv1alpha1.AnnotationRetainedBy)
 		changed = true
 	}
 	if mismatch := claimMismatch(existing, spec); mismatch != "" {
@@ -189,6 +214,17 @@ func (r *MixtralDeploymentReconciler) applyCacheClaim(ctx context.Context, obj *
 		return nil, "", fmt.Errorf("updating PersistentVolumeClaim %q: %w", desired.Name, err)
 	}
 	return existing, "", nil
+}
+
+// foreignClaimHint says how to hand an existing claim to obj: the operator takes over no
+// claim by its labels alone, since anyone who may label a claim could set them.
+func foreignClaimHint(claim *corev1.PersistentVolumeClaim, obj *servingv1alpha1.MixtralDeployment) string {
+	if metav1.GetControllerOf(claim) != nil {
+		return "it belongs to another object, which may delete it"
+	}
+	return fmt.Sprintf("to use it as this cache, set model.cache.claimName: %s (the operator then never deletes or changes it), "+
+		"or mark it as retained for this MixtralDeployment (kubectl annotate pvc -n %s %s %s=%s)",
+		claim.Name, claim.Namespace, claim.Name, servingv1alpha1.AnnotationRetainedBy, retainedBy(obj))
 }
 
 // errClaimDeleting is applyCacheClaim's mismatch for a claim on its way out: the pull waits
@@ -262,14 +298,16 @@ func (r *MixtralDeploymentReconciler) deleteLoaderJobs(ctx context.Context, obj 
 }
 
 // removeModelCache undoes the cache once spec.model.cache is gone: the loader Jobs go, and
-// the claim too unless it is retained (it then has no owner reference). Pods still using
+// the claim too unless it is retained (it then has no owner reference). Only objects this
+// MixtralDeployment controls are deleted: RBAC lets the operator delete any claim or Job,
+// so the owner reference is checked here, before each delete. Pods still using
 // the claim keep it until they stop (the claim's protection finalizer).
-func (r *MixtralDeploymentReconciler) removeModelCache(ctx context.Context, obj *servingv1alpha1.MixtralDeployment) error {
+func (r *MixtralDeploymentReconciler) removeModelCache(ctx context.Context, obj *servingv1alpha1.MixtralDeployment, claimName string) error {
 	if err := r.deleteLoaderJobs(ctx, obj, ""); err != nil {
 		return err
 	}
 	claim := &corev1.PersistentVolumeClaim{}
-	err := r.Get(ctx, client.ObjectKey{Namespace: obj.Namespace, Name: modelCacheClaimName(obj.Name)}, claim)
+	err := r.Get(ctx, client.ObjectKey{Namespace: obj.Namespace, Name: claimName}, claim)
 	switch {
 	case apierrors.IsNotFound(err):
 		return nil

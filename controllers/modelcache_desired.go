@@ -80,9 +80,22 @@ func cacheRetained(c *servingv1alpha1.ModelCacheSpec) bool {
 	return c.WhenDeleted == servingv1alpha1.CacheRetain
 }
 
-// modelCacheClaimName is the cache claim's name: one claim per MixtralDeployment.
+// modelCacheClaimName is the default cache claim's name: one claim per MixtralDeployment.
 func modelCacheClaimName(mxd string) string {
 	return mxd + "-model-cache"
+}
+
+// cacheClaimName is the claim the cache lives on: model.cache.claimName, else the default.
+func (w workload) cacheClaimName() string {
+	if c := w.cacheSpec(); c != nil && c.ClaimName != "" {
+		return c.ClaimName
+	}
+	return modelCacheClaimName(w.obj.Name)
+}
+
+// retainedBy is the AnnotationRetainedBy value that marks a claim kept for obj.
+func retainedBy(obj *servingv1alpha1.MixtralDeployment) string {
+	return obj.Namespace + "/" + obj.Name
 }
 
 // loaderJobName is the name of the loader Job for a pod template hash. Jobs are immutable,
@@ -111,12 +124,17 @@ func modelCacheLabels(mxd string) map[string]string {
 }
 
 // desiredCacheClaim is the cache claim. Whether it carries an owner reference depends on
-// whenDeleted; applyCacheClaim sets it.
+// whenDeleted; applyCacheClaim sets it. A retained claim records who retained it, which is
+// what lets a later MixtralDeployment of that namespace and name take it over.
 func desiredCacheClaim(w workload) *corev1.PersistentVolumeClaim {
 	c := w.cacheSpec()
+	var annotations map[string]string
+	if cacheRetained(c) {
+		annotations = map[string]string{servingv1alpha1.AnnotationRetainedBy: retainedBy(w.obj)}
+	}
 	return &corev1.PersistentVolumeClaim{
 		ObjectMeta: metav1.ObjectMeta{
-			Name: modelCacheClaimName(w.obj.Name), Namespace: w.obj.Namespace, Labels: modelCacheLabels(w.obj.Name),
+			Name: w.cacheClaimName(), Namespace: w.obj.Namespace, Labels: modelCacheLabels(w.obj.Name), Annotations: annotations,
 		},
 		Spec: corev1.PersistentVolumeClaimSpec{
 			AccessModes:      []corev1.PersistentVolumeAccessMode{cacheAccessMode(c)},
@@ -201,7 +219,7 @@ func (w workload) modelCacheVolumeSource() corev1.VolumeSource {
 		return corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}
 	}
 	return corev1.VolumeSource{PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{
-		ClaimName: modelCacheClaimName(w.obj.Name), ReadOnly: true,
+		ClaimName: w.cacheClaimName(), ReadOnly: true,
 	}}
 }
 
@@ -247,7 +265,7 @@ func (w workload) loaderPodTemplate() corev1.PodTemplateSpec {
 			}},
 			Volumes: []corev1.Volume{
 				{Name: modelCacheVolumeName, VolumeSource: corev1.VolumeSource{PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{
-					ClaimName: modelCacheClaimName(w.obj.Name),
+					ClaimName: w.cacheClaimName(),
 				}}},
 				{Name: tmpVolumeName, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{SizeLimit: ptr.To(tmpSize.DeepCopy())}}},
 			},

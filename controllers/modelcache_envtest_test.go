@@ -446,6 +446,7 @@ func TestEnvtestModelCacheRetention(t *testing.T) {
 	claim := get(g, ns, "kept-model-cache", &corev1.PersistentVolumeClaim{})
 	g.Expect(claim.OwnerReferences).To(BeEmpty(), "a retained claim has no owner")
 	g.Expect(claim.Labels).To(HaveKeyWithValue(servingv1alpha1.LabelModelCache, "kept"))
+	g.Expect(claim.Annotations).To(HaveKeyWithValue(servingv1alpha1.AnnotationRetainedBy, ns+"/kept"), "it names who retained it")
 
 	g.Expect(k8sClient.Delete(ctx, obj)).To(Succeed())
 	eventually(t, func(g Gomega) {
@@ -583,4 +584,130 @@ func collectGarbage(t *testing.T, ns string, owner types.UID) {
 			return nil
 		})).To(Succeed())
 	}
+}
+
+// userClaim creates an unowned claim in ns, as a user (or an earlier operator that set
+// only labels) would.
+func userClaim(t *testing.T, ns, name string, labels, annotations map[string]string) *corev1.PersistentVolumeClaim {
+	t.Helper()
+	claim := &corev1.PersistentVolumeClaim{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: labels, Annotations: annotations},
+		Spec: corev1.PersistentVolumeClaimSpec{
+			AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
+			Resources:   corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("1Gi")}},
+		},
+	}
+	NewWithT(t).Expect(k8sClient.Create(context.Background(), claim)).To(Succeed())
+	return claim
+}
+
+// TestEnvtestModelCacheAdoption: an unowned claim is taken over only when its retained-by
+// annotation names this MixtralDeployment, or when model.cache.claimName names it; a label
+// alone is not enough. A claim handed over by name is used but never owned, changed or
+// deleted, and nothing the operator does not control (claims, loader Jobs) is deleted when
+// model.cache goes.
+func TestEnvtestModelCacheAdoption(t *testing.T) {
+	requireEnvtest(t)
+	ctx := context.Background()
+	ns := newNamespace(t)
+	cacheLabel := func(name string) map[string]string { return map[string]string{servingv1alpha1.LabelModelCache: name} }
+
+	t.Run("a labelled claim without the annotation is not taken over", func(t *testing.T) {
+		g := NewWithT(t)
+		before := userClaim(t, ns, "labelled-model-cache", cacheLabel("labelled"), nil)
+		obj := cachedCPU(t, ns, "labelled")
+		g.Expect(k8sClient.Create(ctx, obj)).To(Succeed())
+		deleteWhenDone(t, obj)
+		eventually(t, func(g Gomega) {
+			degraded := condition(g, get(g, ns, "labelled", &servingv1alpha1.MixtralDeployment{}), servingv1alpha1.ConditionDegraded)
+			g.Expect(degraded.Reason).To(Equal(servingv1alpha1.ReasonChildConflict))
+			g.Expect(degraded.Message).To(ContainSubstring("set model.cache.claimName: labelled-model-cache"))
+			g.Expect(degraded.Message).To(ContainSubstring("kubectl annotate pvc -n " + ns + " labelled-model-cache serving.moe-operator.io/retained-by=" + ns + "/labelled"))
+		})
+		after := get(g, ns, "labelled-model-cache", &corev1.PersistentVolumeClaim{})
+		g.Expect(after.ResourceVersion).To(Equal(before.ResourceVersion), "the claim is not touched")
+	})
+
+	t.Run("a claim retained by another MixtralDeployment is not taken over", func(t *testing.T) {
+		g := NewWithT(t)
+		userClaim(t, ns, "heir-model-cache", cacheLabel("heir"), map[string]string{servingv1alpha1.AnnotationRetainedBy: "elsewhere/heir"})
+		obj := cachedCPU(t, ns, "heir")
+		g.Expect(k8sClient.Create(ctx, obj)).To(Succeed())
+		deleteWhenDone(t, obj)
+		eventually(t, func(g Gomega) {
+			degraded := condition(g, get(g, ns, "heir", &servingv1alpha1.MixtralDeployment{}), servingv1alpha1.ConditionDegraded)
+			g.Expect(degraded.Reason).To(Equal(servingv1alpha1.ReasonChildConflict))
+		})
+		g.Expect(metav1.GetControllerOf(get(g, ns, "heir-model-cache", &corev1.PersistentVolumeClaim{}))).To(BeNil())
+	})
+
+	t.Run("a claim retained for this name is taken over", func(t *testing.T) {
+		g := NewWithT(t)
+		userClaim(t, ns, "back-model-cache", cacheLabel("back"), map[string]string{servingv1alpha1.AnnotationRetainedBy: ns + "/back"})
+		obj := cachedCPU(t, ns, "back")
+		obj.Spec.Model.Cache.WhenDeleted = servingv1alpha1.CacheRetain
+		g.Expect(k8sClient.Create(ctx, obj)).To(Succeed())
+		deleteWhenDone(t, obj)
+		job := loaderJob(t, ns, "back", "")
+		g.Expect(job.Spec.Template.Spec.Volumes).To(ContainElement(HaveField("PersistentVolumeClaim.ClaimName", "back-model-cache")))
+		claim := get(g, ns, "back-model-cache", &corev1.PersistentVolumeClaim{})
+		g.Expect(claim.OwnerReferences).To(BeEmpty(), "still retained")
+	})
+
+	t.Run("a claim named in claimName is used, never owned, changed or deleted", func(t *testing.T) {
+		g := NewWithT(t)
+		before := userClaim(t, ns, "shared-models", map[string]string{"team": "ml"}, nil)
+		obj := cachedCPU(t, ns, "named")
+		obj.Spec.Model.Cache.ClaimName = "shared-models"
+		obj.Spec.Model.Cache.Size = resource.MustParse("2Gi") // bigger than the claim: not applied to a claim that is the user's
+		g.Expect(k8sClient.Create(ctx, obj)).To(Succeed())
+		deleteWhenDone(t, obj)
+		job := loaderJob(t, ns, "named", "")
+		g.Expect(job.Spec.Template.Spec.Volumes).To(ContainElement(HaveField("PersistentVolumeClaim.ClaimName", "shared-models")))
+		eventually(t, func(g Gomega) {
+			got := get(g, ns, "named", &servingv1alpha1.MixtralDeployment{})
+			g.Expect(got.Status.ModelCache).NotTo(BeNil())
+			g.Expect(got.Status.ModelCache.ClaimName).To(Equal("shared-models"))
+			g.Expect(condition(g, got, servingv1alpha1.ConditionDegraded).Status).To(Equal(metav1.ConditionFalse))
+		})
+		g.Expect(get(g, ns, "shared-models", &corev1.PersistentVolumeClaim{}).ResourceVersion).To(Equal(before.ResourceVersion))
+		_, err := getClaim(ns, "named-model-cache")
+		g.Expect(apierrors.IsNotFound(err)).To(BeTrue(), "no claim of the default name is made")
+
+		// A Job the operator does not control, with the loader's label, survives too.
+		stray := job.DeepCopy()
+		stray.ObjectMeta = metav1.ObjectMeta{Name: "named-pull-by-hand", Namespace: ns, Labels: job.Labels}
+		stray.Spec.Selector = nil
+		stray.Spec.ManualSelector = nil
+		delete(stray.Spec.Template.Labels, "batch.kubernetes.io/controller-uid")
+		delete(stray.Spec.Template.Labels, "controller-uid")
+		delete(stray.Spec.Template.Labels, "batch.kubernetes.io/job-name")
+		delete(stray.Spec.Template.Labels, "job-name")
+		g.Expect(k8sClient.Create(ctx, stray)).To(Succeed())
+
+		got := get(g, ns, "named", &servingv1alpha1.MixtralDeployment{})
+		patch := client.MergeFrom(got.DeepCopy())
+		got.Spec.Model.Cache = nil
+		g.Expect(k8sClient.Patch(ctx, got, patch)).To(Succeed())
+		eventually(t, func(g Gomega) {
+			err := k8sClient.Get(ctx, client.ObjectKeyFromObject(job), &batchv1.Job{})
+			g.Expect(apierrors.IsNotFound(err)).To(BeTrue(), "its own loader Job goes")
+			got := get(g, ns, "named", &servingv1alpha1.MixtralDeployment{})
+			g.Expect(got.Status.ObservedGeneration).To(Equal(got.Generation))
+		})
+		claim := get(g, ns, "shared-models", &corev1.PersistentVolumeClaim{})
+		g.Expect(claim.DeletionTimestamp.IsZero()).To(BeTrue(), "the user's claim is not deleted")
+		g.Expect(claim.ResourceVersion).To(Equal(before.ResourceVersion))
+		g.Expect(get(g, ns, "named-pull-by-hand", &batchv1.Job{}).DeletionTimestamp.IsZero()).To(BeTrue(), "a Job it does not control is not deleted")
+
+		// Deleted: the garbage collector takes only what the object controlled.
+		g.Expect(k8sClient.Delete(ctx, got)).To(Succeed())
+		collectGarbage(t, ns, got.UID)
+		get(g, ns, "shared-models", &corev1.PersistentVolumeClaim{})
+	})
+}
+
+func getClaim(ns, name string) (*corev1.PersistentVolumeClaim, error) {
+	claim := &corev1.PersistentVolumeClaim{}
+	return claim, k8sClient.Get(context.Background(), types.NamespacedName{Namespace: ns, Name: name}, claim)
 }
