@@ -271,6 +271,9 @@ func (s *Scheduler) Tokenizer() *tokenizer.Tokenizer { return s.tok }
 // ModelConfig is the model's configuration.
 func (s *Scheduler) ModelConfig() model.Config { return s.m.Config }
 
+// KVCacheTokens is the positions the paged KV cache holds.
+func (s *Scheduler) KVCacheTokens() int { return s.kvLimit }
+
 // MaxSequence is the longest sequence a request may reach: the context
 // length, or the whole KV cache if that is smaller.
 func (s *Scheduler) MaxSequence() int { return min(s.cfg.Context, s.kvLimit) }
@@ -296,8 +299,8 @@ func (s *Scheduler) Submit(ctx context.Context, r Request) (*Stream, error) {
 // ErrTooLong (both wrapped with details), ErrTooMany, ErrQueueFull,
 // ErrDraining.
 func (s *Scheduler) SubmitAll(ctx context.Context, rs []Request) ([]*Stream, error) {
-	if most := s.cfg.MaxQueue + s.cfg.MaxNumSeqs; len(rs) > most {
-		return nil, fmt.Errorf("%w: %d requests together, and at most %d (%d queued plus %d running) are ever accepted", ErrTooMany, len(rs), most, s.cfg.MaxQueue, s.cfg.MaxNumSeqs)
+	if err := s.tooMany(len(rs)); err != nil {
+		return nil, err
 	}
 	for i := range rs {
 		if err := s.validate(&rs[i]); err != nil {
@@ -312,19 +315,44 @@ func (s *Scheduler) SubmitAll(ctx context.Context, rs []Request) ([]*Stream, err
 		streams[i] = seqs[i].out
 	}
 	s.mu.Lock()
-	switch {
-	case s.draining:
+	if err := s.admitLocked(len(rs)); err != nil {
 		s.mu.Unlock()
-		return nil, ErrDraining
-	case s.queued+len(rs) > s.cfg.MaxQueue+max(0, s.cfg.MaxNumSeqs-s.runningN):
-		s.mu.Unlock()
-		return nil, ErrQueueFull
+		return nil, err
 	}
 	s.incoming = append(s.incoming, seqs...)
 	s.queued += len(rs)
 	s.mu.Unlock()
 	s.signal()
 	return streams, nil
+}
+
+// Admits returns the error SubmitAll would return now for n requests
+// (ErrTooMany, ErrDraining or ErrQueueFull), or nil: callers check it
+// before costly work such as tokenizing. SubmitAll still decides.
+func (s *Scheduler) Admits(n int) error {
+	if err := s.tooMany(n); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.admitLocked(n)
+}
+
+func (s *Scheduler) tooMany(n int) error {
+	if most := s.cfg.MaxQueue + s.cfg.MaxNumSeqs; n > most {
+		return fmt.Errorf("%w: %d requests together, and at most %d (%d queued plus %d running) are ever accepted", ErrTooMany, n, most, s.cfg.MaxQueue, s.cfg.MaxNumSeqs)
+	}
+	return nil
+}
+
+func (s *Scheduler) admitLocked(n int) error {
+	switch {
+	case s.draining:
+		return ErrDraining
+	case s.queued+n > s.cfg.MaxQueue+max(0, s.cfg.MaxNumSeqs-s.runningN):
+		return ErrQueueFull
+	}
+	return nil
 }
 
 func (s *Scheduler) validate(r *Request) error {

@@ -234,10 +234,19 @@ func TestAFullQueueRefusesRequests(t *testing.T) {
 	if _, err := first.Recv(ctx); err != nil { // it runs: the queue is empty again
 		t.Fatal(err)
 	}
+	if err := s.Admits(2); err != nil {
+		t.Fatalf("Admits(2) with a queue of 2 free: %v", err)
+	}
+	if err := s.Admits(3); !errors.Is(err, scheduler.ErrQueueFull) {
+		t.Fatalf("Admits(3) with a queue of 2 free: %v, want ErrQueueFull", err)
+	}
 	for range 2 {
 		if _, err := s.Submit(ctx, long); err != nil {
 			t.Fatalf("queueing within the bound: %v", err)
 		}
+	}
+	if err := s.Admits(1); !errors.Is(err, scheduler.ErrQueueFull) {
+		t.Fatalf("Admits(1) with the queue full: %v, want ErrQueueFull", err)
 	}
 	if _, err := s.Submit(ctx, long); !errors.Is(err, scheduler.ErrQueueFull) {
 		t.Fatalf("past the bound: %v, want ErrQueueFull", err)

@@ -22,7 +22,7 @@ const (
 	MaxChoices = 64
 	// MaxStops bounds the stop strings of a request.
 	MaxStops = 16
-	// MaxBodyBytes bounds a request body.
+	// MaxBodyBytes bounds the default body limit (Options.MaxBodyBytes).
 	MaxBodyBytes = 16 << 20
 )
 
@@ -216,7 +216,8 @@ func decodeError(err error) error {
 	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
 		return invalid("", "the body is empty or cut short; send a JSON object")
 	case errors.As(err, &tooLarge):
-		return invalid("", fmt.Sprintf("the body is larger than %d bytes", tooLarge.Limit))
+		return &apiError{Status: http.StatusRequestEntityTooLarge, Type: typeInvalidRequest, Code: "request_too_large",
+			Message: fmt.Sprintf("the body is larger than this server's limit of %d bytes, which holds a prompt that fills the context; shorten the prompt, or send fewer prompts per request", tooLarge.Limit)}
 	}
 	// Errors from the UnmarshalJSON methods above: name their field.
 	msg := err.Error()

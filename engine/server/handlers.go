@@ -156,8 +156,8 @@ func (s *Server) chatLogprobs(ts []scheduler.Token) *chatLogprobs {
 
 // readBody decodes the request body into v, writing the error response
 // when it fails.
-func readBody(w http.ResponseWriter, r *http.Request, v any) bool {
-	r.Body = http.MaxBytesReader(w, r.Body, MaxBodyBytes)
+func (s *Server) readBody(w http.ResponseWriter, r *http.Request, v any) bool {
+	r.Body = http.MaxBytesReader(w, r.Body, s.maxBody)
 	if err := decode(r.Body, v); err != nil {
 		writeError(w, asAPIError(err))
 		return false
@@ -175,7 +175,7 @@ func asAPIError(err error) *apiError {
 
 func (s *Server) completions(w http.ResponseWriter, r *http.Request, sch *scheduler.Scheduler) {
 	var req CompletionRequest
-	if !readBody(w, r, &req) {
+	if !s.readBody(w, r, &req) {
 		return
 	}
 	if err := s.checkModel(req.Model); err != nil {
@@ -187,11 +187,29 @@ func (s *Server) completions(w http.ResponseWriter, r *http.Request, sch *schedu
 		writeError(w, asAPIError(err))
 		return
 	}
-	tok := sch.Tokenizer()
+	// Cheap refusals first: tokenizing a long prompt is the costliest work
+	// before admission.
+	if err := sch.Admits((len(req.Prompt.Texts) + len(req.Prompt.Tokens)) * p.n); err != nil {
+		writeError(w, s.schedulerError(err, "prompt"))
+		return
+	}
 	vocab := sch.ModelConfig().Vocab
 	var prompts [][]int32
-	for _, text := range req.Prompt.Texts {
-		prompts = append(prompts, tok.Encode(text, true))
+	if len(req.Prompt.Texts) > 0 {
+		if !s.tokenizeSlot(r.Context()) {
+			return // the client is gone
+		}
+		tok, limit := sch.Tokenizer(), sch.MaxSequence()
+		for _, text := range req.Prompt.Texts {
+			ids, ok := tok.EncodeLimit(text, true, limit)
+			if !ok {
+				<-s.tokenizing
+				writeError(w, promptTooLong(limit, "prompt"))
+				return
+			}
+			prompts = append(prompts, ids)
+		}
+		<-s.tokenizing
 	}
 	for i, ids := range req.Prompt.Tokens {
 		if len(ids) == 0 {
@@ -242,11 +260,11 @@ func (s *Server) completions(w http.ResponseWriter, r *http.Request, sch *schedu
 			completion += c.Usage.CompletionTokens
 		}
 		resp.Usage = newUsage(promptTokens, completion)
-		writeJSON(w, http.StatusOK, resp)
+		s.respond(w, resp)
 		return
 	}
 
-	ev := newEventStream(w)
+	ev := newEventStream(w, s.opts.WriteTimeout)
 	offsets := make([]int, len(streams))
 	completion := 0
 	err = relay(ctx, streams, func(i int, d scheduler.Delta) error {
@@ -278,7 +296,7 @@ func (s *Server) completions(w http.ResponseWriter, r *http.Request, sch *schedu
 
 func (s *Server) chat(w http.ResponseWriter, r *http.Request, sch *scheduler.Scheduler) {
 	var req ChatRequest
-	if !readBody(w, r, &req) {
+	if !s.readBody(w, r, &req) {
 		return
 	}
 	if err := s.checkModel(req.Model); err != nil {
@@ -298,8 +316,20 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request, sch *scheduler.Sch
 		}
 		msgs[i] = tokenizer.Message{Role: role, Content: m.Content.Text}
 	}
-	ids, err := sch.Tokenizer().MistralV1Chat(msgs)
-	if err != nil {
+	if err := sch.Admits(p.n); err != nil {
+		writeError(w, s.schedulerError(err, "messages"))
+		return
+	}
+	if !s.tokenizeSlot(r.Context()) {
+		return // the client is gone
+	}
+	ids, err := sch.Tokenizer().MistralV1ChatLimit(msgs, sch.MaxSequence())
+	<-s.tokenizing
+	switch {
+	case errors.Is(err, tokenizer.ErrTooLong):
+		writeError(w, promptTooLong(sch.MaxSequence(), "messages"))
+		return
+	case err != nil:
 		writeError(w, invalid("messages", strings.TrimPrefix(err.Error(), tokenizer.ErrChat.Error()+": ")))
 		return
 	}
@@ -334,12 +364,12 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request, sch *scheduler.Sch
 			completion += c.Usage.CompletionTokens
 		}
 		resp.Usage = newUsage(len(ids), completion)
-		writeJSON(w, http.StatusOK, resp)
+		s.respond(w, resp)
 		return
 	}
 
 	head.Object = "chat.completion.chunk"
-	ev := newEventStream(w)
+	ev := newEventStream(w, s.opts.WriteTimeout)
 	chunk := func(ch chatChoice) chatResponse {
 		c := head
 		c.Choices = []chatChoice{ch}
@@ -376,6 +406,34 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request, sch *scheduler.Sch
 		c.Usage = newUsage(len(ids), completion)
 		return c
 	}, p.includeUsage)
+}
+
+// respond writes a finished response, within the write timeout.
+func (s *Server) respond(w http.ResponseWriter, v any) {
+	rc := http.NewResponseController(w)
+	rc.SetWriteDeadline(time.Now().Add(s.opts.WriteTimeout))
+	writeJSON(w, http.StatusOK, v)
+	rc.Flush() // within the deadline, which is cleared when the handler returns
+}
+
+// tokenizeSlot waits for a tokenizer slot (release it with <-s.tokenizing);
+// false means ctx ended first.
+func (s *Server) tokenizeSlot(ctx context.Context) bool {
+	select {
+	case s.tokenizing <- struct{}{}:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+func promptTooLong(limit int, param string) *apiError {
+	what := "the prompt"
+	if param == "messages" {
+		what = "the messages"
+	}
+	return &apiError{Status: http.StatusBadRequest, Type: typeInvalidRequest, Param: param, Code: "context_length_exceeded",
+		Message: fmt.Sprintf("this model's maximum context length is %d tokens, but %s alone take more than that; shorten %s", limit, what, what)}
 }
 
 // failed answers a non-streaming request whose generation failed; if the

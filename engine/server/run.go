@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/moe-operator/moe-operator/engine/model"
@@ -26,6 +27,11 @@ type RunConfig struct {
 	// ShutdownGrace bounds how long requests in flight may take to finish
 	// once ctx ends (default 30s); the rest are aborted.
 	ShutdownGrace time.Duration
+	// ReadTimeout bounds reading a request, headers and body (default 1m).
+	ReadTimeout time.Duration
+	// MaxConnections bounds the open connections; past it, new ones wait
+	// in the listen backlog (default 4096).
+	MaxConnections int
 }
 
 // Run serves until ctx ends (on SIGTERM, say), then drains: /ready turns
@@ -37,16 +43,23 @@ func Run(ctx context.Context, c RunConfig) error {
 	if c.ShutdownGrace <= 0 {
 		c.ShutdownGrace = 30 * time.Second
 	}
+	if c.ReadTimeout <= 0 {
+		c.ReadTimeout = time.Minute
+	}
+	if c.MaxConnections <= 0 {
+		c.MaxConnections = 4096
+	}
 	s := New(c.Options)
 	log := s.log
 	hs := &http.Server{
 		Handler:           s.Handler(),
 		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       c.ReadTimeout,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	served := make(chan error, 1)
-	go func() { served <- hs.Serve(c.Listener) }()
+	go func() { served <- hs.Serve(limitListener(c.Listener, c.MaxConnections)) }()
 	stopHTTP := func() {
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -94,7 +107,7 @@ func Run(ctx context.Context, c RunConfig) error {
 	s.Attach(sch)
 	cfg := sch.Config()
 	log.Info("ready", "model", c.ModelName, "load_seconds", time.Since(start).Seconds(), "context", cfg.Context,
-		"kv_cache_tokens", sch.MaxSequence(), "max_num_seqs", cfg.MaxNumSeqs, "max_batched_tokens", cfg.MaxBatchedTokens)
+		"kv_cache_tokens", sch.KVCacheTokens(), "max_model_len", sch.MaxSequence(), "max_num_seqs", cfg.MaxNumSeqs, "max_batched_tokens", cfg.MaxBatchedTokens)
 
 	select {
 	case <-ctx.Done():
@@ -119,4 +132,48 @@ func Run(ctx context.Context, c RunConfig) error {
 	stopHTTP()
 	log.Info("stopped")
 	return nil
+}
+
+// limitListener accepts at most n connections at once: Accept waits for
+// one to close, and the kernel's backlog holds the rest.
+func limitListener(l net.Listener, n int) net.Listener {
+	return &limited{Listener: l, slots: make(chan struct{}, n), done: make(chan struct{})}
+}
+
+type limited struct {
+	net.Listener
+	slots     chan struct{}
+	done      chan struct{}
+	closeOnce sync.Once
+}
+
+func (l *limited) Accept() (net.Conn, error) {
+	select {
+	case l.slots <- struct{}{}:
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+	c, err := l.Listener.Accept()
+	if err != nil {
+		<-l.slots
+		return nil, err
+	}
+	return &slotConn{Conn: c, release: func() { <-l.slots }}, nil
+}
+
+func (l *limited) Close() error {
+	l.closeOnce.Do(func() { close(l.done) })
+	return l.Listener.Close()
+}
+
+type slotConn struct {
+	net.Conn
+	once    sync.Once
+	release func()
+}
+
+func (c *slotConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(c.release)
+	return err
 }

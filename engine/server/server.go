@@ -21,6 +21,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"net/http"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -39,8 +40,14 @@ type Options struct {
 	// APIKey, if set, must come as "Authorization: Bearer KEY" on /v1/
 	// paths. /health, /ready and /metrics stay open for probes and scrapers.
 	APIKey string
-	// RetryAfter is what a 429 tells clients to wait (default 1s).
+	// RetryAfter is what a 429 or a 503 tells clients to wait (default 1s).
 	RetryAfter time.Duration
+	// MaxBodyBytes bounds a request body; past it, 413 (0: what the
+	// context can use, see bodyLimit).
+	MaxBodyBytes int64
+	// WriteTimeout bounds each write of a response, so that a client that
+	// stops reading a stream gives up its sequence (default 30s).
+	WriteTimeout time.Duration
 	// Logger receives server events (default: discard).
 	Logger *slog.Logger
 }
@@ -48,14 +55,18 @@ type Options struct {
 // Server is the HTTP front of a scheduler. It answers /health at once, and
 // the API once Attach gives it a scheduler.
 type Server struct {
-	opts     Options
-	log      *slog.Logger
-	sched    atomic.Pointer[scheduler.Scheduler]
-	texts    []string // each token's text, for logprobs; set by Attach
-	draining atomic.Bool
-	created  int64
-	metrics  *metrics
-	handler  http.Handler
+	opts    Options
+	log     *slog.Logger
+	sched   atomic.Pointer[scheduler.Scheduler]
+	texts   []string // each token's text, for logprobs; set by Attach
+	maxBody int64    // set by Attach
+	// tokenizing holds a slot per tokenization in progress: at most
+	// GOMAXPROCS at once, so concurrent huge prompts cannot add up.
+	tokenizing chan struct{}
+	draining   atomic.Bool
+	created    int64
+	metrics    *metrics
+	handler    http.Handler
 }
 
 // New returns a server that is not ready until Attach.
@@ -63,10 +74,13 @@ func New(opts Options) *Server {
 	if opts.RetryAfter <= 0 {
 		opts.RetryAfter = time.Second
 	}
+	if opts.WriteTimeout <= 0 {
+		opts.WriteTimeout = 30 * time.Second
+	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{opts: opts, log: opts.Logger, created: time.Now().Unix()}
+	s := &Server{opts: opts, log: opts.Logger, created: time.Now().Unix(), tokenizing: make(chan struct{}, runtime.GOMAXPROCS(0))}
 	s.metrics = newMetrics(opts.ModelName, func() (scheduler.Stats, bool) {
 		if sch := s.sched.Load(); sch != nil {
 			return sch.Stats(), true
@@ -95,7 +109,23 @@ func (s *Server) Observer() scheduler.Observer { return s.metrics }
 // Attach makes the server ready, serving the API with sch.
 func (s *Server) Attach(sch *scheduler.Scheduler) {
 	s.texts = tokenTexts(sch.Tokenizer(), sch.ModelConfig().Vocab)
+	s.maxBody = s.opts.MaxBodyBytes
+	if s.maxBody <= 0 {
+		s.maxBody = bodyLimit(sch)
+	}
 	s.sched.Store(sch)
+}
+
+// bodyLimit is the default body limit: room for a prompt that fills the
+// context four times over (JSON escapes can double text), plus 1 MiB for
+// the rest of the request, and never more than MaxBodyBytes. A bigger body
+// could not fit the context anyway.
+func bodyLimit(sch *scheduler.Scheduler) int64 {
+	text := int64(sch.MaxSequence()) * 8 // a token id in a JSON list: "31999,"
+	if tok := sch.Tokenizer(); tok != nil {
+		text = max(text, int64(tok.MaxBytes(sch.MaxSequence())))
+	}
+	return min(4*text+1<<20, MaxBodyBytes)
 }
 
 // StartDraining turns /ready false and refuses new API requests with 503;
@@ -139,10 +169,11 @@ func (s *Server) v1(w http.ResponseWriter, r *http.Request) {
 	sch := s.sched.Load()
 	switch {
 	case s.draining.Load():
-		writeError(w, &apiError{Status: http.StatusServiceUnavailable, Type: typeUnavailable, Code: "draining", Message: "the server is shutting down; retry on another replica"})
+		writeError(w, s.drainingError())
 		return
 	case sch == nil:
-		writeError(w, &apiError{Status: http.StatusServiceUnavailable, Type: typeUnavailable, Code: "not_ready", Message: "the model is still loading; retry shortly"})
+		writeError(w, &apiError{Status: http.StatusServiceUnavailable, Type: typeUnavailable, Code: "not_ready", RetryAfter: s.opts.RetryAfter,
+			Message: "the model is still loading; retry shortly"})
 		return
 	}
 	path := strings.TrimSuffix(r.URL.Path, "/")
@@ -161,6 +192,9 @@ func (s *Server) v1(w http.ResponseWriter, r *http.Request) {
 		writeError(w, &apiError{Status: http.StatusNotFound, Type: typeNotFound, Message: fmt.Sprintf("no route for %s %s", r.Method, r.URL.Path)})
 		return
 	}
+	// Responses set write deadlines (see respond and eventStream); the
+	// connection must not keep them for its next request.
+	defer http.NewResponseController(w).SetWriteDeadline(time.Time{})
 	if r.Method != method {
 		w.Header().Set("Allow", method)
 		writeError(w, &apiError{Status: http.StatusMethodNotAllowed, Type: typeInvalidRequest, Message: fmt.Sprintf("%s takes %s, not %s", path, method, r.Method)})
@@ -182,6 +216,11 @@ func (s *Server) authenticate(r *http.Request) *apiError {
 		return &apiError{Status: http.StatusUnauthorized, Type: typeAuthentication, Code: "invalid_api_key", Message: "invalid API key"}
 	}
 	return nil
+}
+
+func (s *Server) drainingError() *apiError {
+	return &apiError{Status: http.StatusServiceUnavailable, Type: typeUnavailable, Code: "draining", RetryAfter: s.opts.RetryAfter,
+		Message: "the server is shutting down; retry on another replica"}
 }
 
 func (s *Server) checkModel(name string) *apiError {
@@ -226,7 +265,7 @@ func (s *Server) schedulerError(err error, promptParam string) *apiError {
 		// A 400, not a 429: SDKs retry a 429, and this request can never be accepted.
 		return invalid("n", "the prompts times n make "+strings.TrimPrefix(err.Error(), scheduler.ErrTooMany.Error()+": ")+"; send fewer prompts or a lower n")
 	case errors.Is(err, scheduler.ErrDraining):
-		return &apiError{Status: http.StatusServiceUnavailable, Type: typeUnavailable, Code: "draining", Message: "the server is shutting down; retry on another replica"}
+		return s.drainingError()
 	case errors.Is(err, scheduler.ErrTooLong):
 		return &apiError{Status: http.StatusBadRequest, Type: typeInvalidRequest, Param: promptParam, Code: "context_length_exceeded", Message: err.Error()}
 	case errors.Is(err, scheduler.ErrInvalid):

@@ -201,6 +201,9 @@ func (t *Tokenizer) EncodeLimit(text string, addSpecial bool, limit int) (ids []
 // covers more bytes than the vocabulary's longest piece.
 func (t *Tokenizer) MinTokens(n int) int { return (n + t.maxPieceBytes - 1) / t.maxPieceBytes }
 
+// MaxBytes is the most bytes a text of n tokens can have.
+func (t *Tokenizer) MaxBytes(n int) int { return n * t.maxPieceBytes }
+
 // encodeChunks encodes text (spaces already "▁") in chunks split where no
 // merge can cross, stopping once out holds more than limit tokens.
 func (t *Tokenizer) encodeChunks(text string, out []int32, limit int) []int32 {
