@@ -30,6 +30,8 @@ func newServeCmd() *cobra.Command {
 		apiKeyFile string
 		grace      time.Duration
 		sc         scheduler.Config
+		opts       server.Options
+		rc         server.RunConfig
 	)
 	cmd := &cobra.Command{
 		Use:   "serve --model FILE [--port 8000] [--served-model-name NAME]",
@@ -44,17 +46,9 @@ flight get --shutdown-grace to finish before the process exits 0.`,
 			if ef.model == "" {
 				return fmt.Errorf("--model is required")
 			}
-			if apiKeyFile != "" {
-				if apiKey != "" {
-					return fmt.Errorf("give --api-key or --api-key-file, not both")
-				}
-				b, err := os.ReadFile(apiKeyFile)
-				if err != nil {
-					return fmt.Errorf("reading the API key: %w", err)
-				}
-				if apiKey = strings.TrimSpace(string(b)); apiKey == "" {
-					return fmt.Errorf("the API key file %s is empty", apiKeyFile)
-				}
+			key, err := resolveAPIKey(apiKey, apiKeyFile, os.Getenv("MOE_API_KEY"))
+			if err != nil {
+				return err
 			}
 			if name == "" {
 				name = ef.model
@@ -70,17 +64,10 @@ flight get --shutdown-grace to finish before the process exits 0.`,
 			if msg := applyMemoryLimit(); msg != "" {
 				logger.Info(msg)
 			}
-			return server.Run(ctx, server.RunConfig{
-				Options: server.Options{
-					ModelName: name,
-					APIKey:    apiKey,
-					Logger:    logger,
-				},
-				Listener:      ln,
-				Load:          func() (*model.Model, error) { return ef.open() },
-				Scheduler:     sc,
-				ShutdownGrace: grace,
-			})
+			opts.ModelName, opts.APIKey, opts.Logger = name, key, logger
+			rc.Options, rc.Listener, rc.Scheduler, rc.ShutdownGrace = opts, ln, sc, grace
+			rc.Load = func() (*model.Model, error) { return ef.open() }
+			return server.Run(ctx, rc)
 		},
 	}
 	f := cmd.Flags()
@@ -92,8 +79,41 @@ flight get --shutdown-grace to finish before the process exits 0.`,
 	f.IntVar(&sc.MaxBatchedTokens, "max-batched-tokens", 0, "token budget of one step, decodes and prefill chunks together (0: max(512, --max-num-seqs))")
 	f.IntVar(&sc.KVCacheTokens, "kv-cache-tokens", 0, "positions in the paged KV cache (0: --max-num-seqs full contexts, at most 2 GiB)")
 	f.IntVar(&sc.MaxQueue, "max-queue", 1024, "requests that may wait to start; past it, 429")
-	f.StringVar(&apiKey, "api-key", "", `require "Authorization: Bearer KEY" on /v1/ paths`)
-	f.StringVar(&apiKeyFile, "api-key-file", "", "read the API key from this file")
+	f.StringVar(&apiKey, "api-key", "", `require "Authorization: Bearer KEY" on /v1/ paths (visible in the process list: prefer --api-key-file or MOE_API_KEY)`)
+	f.StringVar(&apiKeyFile, "api-key-file", "", "read the API key from this file (a mounted Secret)")
+	f.Int64Var(&opts.MaxBodyBytes, "max-body-bytes", 0, "largest request body; past it, 413 (0: room for a prompt that fills the context, at most 16 MiB)")
+	f.DurationVar(&opts.WriteTimeout, "write-timeout", 30*time.Second, "time each write of a response may take before the client counts as gone and its request is cancelled")
+	f.DurationVar(&rc.ReadTimeout, "read-timeout", time.Minute, "time a client may take to send a request, headers and body")
+	f.IntVar(&rc.MaxConnections, "max-connections", 4096, "open connections at once; more wait in the listen backlog")
 	f.DurationVar(&grace, "shutdown-grace", 30*time.Second, "time requests in flight get to finish after SIGTERM")
 	return cmd
+}
+
+// resolveAPIKey picks the API key from --api-key, --api-key-file or the
+// MOE_API_KEY environment variable; at most one may be given.
+func resolveAPIKey(flag, file, env string) (string, error) {
+	given := 0
+	for _, v := range []string{flag, file, env} {
+		if v != "" {
+			given++
+		}
+	}
+	if given > 1 {
+		return "", fmt.Errorf("give the API key once: with --api-key, --api-key-file or MOE_API_KEY, not several")
+	}
+	switch {
+	case file != "":
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return "", fmt.Errorf("reading the API key: %w", err)
+		}
+		key := strings.TrimSpace(string(b))
+		if key == "" {
+			return "", fmt.Errorf("the API key file %s is empty", file)
+		}
+		return key, nil
+	case env != "":
+		return strings.TrimSpace(env), nil
+	}
+	return flag, nil
 }

@@ -119,3 +119,39 @@ func tail(b []byte, n int) string {
 	}
 	return fmt.Sprintf("%s", b)
 }
+
+func TestTheAPIKeyComesFromOnePlace(t *testing.T) {
+	dir := t.TempDir()
+	file := dir + "/api-key"
+	if err := os.WriteFile(file, []byte("from-file\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	empty := dir + "/empty"
+	if err := os.WriteFile(empty, []byte(" \n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		flag, file, env string
+		want            string // "" with wantErr
+		wantErr         string
+	}{
+		{want: ""},
+		{flag: "from-flag", want: "from-flag"},
+		{file: file, want: "from-file"},
+		{env: " from-env\n", want: "from-env"},
+		{flag: "a", env: "b", wantErr: "once"},
+		{file: file, env: "b", wantErr: "once"},
+		{flag: "a", file: file, wantErr: "once"},
+		{file: empty, wantErr: "is empty"},
+		{file: dir + "/missing", wantErr: "reading the API key"},
+	}
+	for _, tt := range tests {
+		got, err := resolveAPIKey(tt.flag, tt.file, tt.env)
+		switch {
+		case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)):
+			t.Errorf("%+v: err %v, want one saying %q", tt, err, tt.wantErr)
+		case tt.wantErr == "" && (err != nil || got != tt.want):
+			t.Errorf("%+v: %q, %v; want %q", tt, got, err, tt.want)
+		}
+	}
+}
