@@ -19,3 +19,9 @@
 // applying them compares only the fields the operator owns, so a second pass over an
 // unchanged object writes nothing.
 package controllers
+
+// The manager serves its metrics behind controller-runtime's authentication and
+// authorization filter (cmd/manager --metrics-secure), which asks the API server to review
+// each scraper's token and its access to the /metrics URL.
+// +kubebuilder:rbac:groups=authentication.k8s.io,resources=tokenreviews,verbs=create
+// +kubebuilder:rbac:groups=authorization.k8s.io,resources=subjectaccessreviews,verbs=create

@@ -19,6 +19,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	servingv1alpha1 "github.com/moe-operator/moe-operator/api/v1alpha1"
@@ -34,7 +35,10 @@ const leaderElectionID = "moe-operator.serving.moe-operator.io"
 
 // options are the manager's command-line settings.
 type options struct {
-	metricsAddr   string
+	metricsAddr string
+	// metricsSecure serves /metrics over HTTPS to callers the API server authenticates
+	// (TokenReview) and authorizes (SubjectAccessReview: get on the /metrics URL).
+	metricsSecure bool
 	probeAddr     string
 	leaderElect   bool
 	leaderElectNS string
@@ -50,8 +54,11 @@ func parseFlags(args []string, output io.Writer) (options, error) {
 	var o options
 	fs := flag.NewFlagSet("manager", flag.ContinueOnError)
 	fs.SetOutput(output)
-	fs.StringVar(&o.metricsAddr, "metrics-bind-address", ":8080",
+	fs.StringVar(&o.metricsAddr, "metrics-bind-address", ":8443",
 		"Address the Prometheus metrics endpoint binds to (host:port); \"0\" disables it.")
+	fs.BoolVar(&o.metricsSecure, "metrics-secure", true,
+		"Serve metrics over HTTPS, only to callers whose bearer token the API server authenticates and who may get the /metrics URL "+
+			"(the metrics-reader ClusterRole); false serves plain HTTP to anyone who reaches the port.")
 	fs.StringVar(&o.probeAddr, "health-probe-bind-address", ":8081",
 		"Address the /healthz and /readyz endpoints bind to.")
 	fs.BoolVar(&o.leaderElect, "leader-elect", false,
@@ -118,7 +125,7 @@ func run(o options) error {
 	}
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                        scheme,
-		Metrics:                       metricsserver.Options{BindAddress: o.metricsAddr},
+		Metrics:                       metricsOptions(o),
 		HealthProbeBindAddress:        o.probeAddr,
 		LeaderElection:                o.leaderElect,
 		LeaderElectionID:              leaderElectionID,
@@ -154,6 +161,19 @@ func run(o options) error {
 		return fmt.Errorf("adding the readiness check: %w", err)
 	}
 	log.Info("starting manager", "engineImage", o.engineImage, "leaderElection", o.leaderElect,
-		"metrics", o.metricsAddr, "probes", o.probeAddr)
+		"metrics", o.metricsAddr, "metricsSecure", o.metricsSecure, "probes", o.probeAddr)
 	return mgr.Start(ctrl.SetupSignalHandler())
+}
+
+// metricsOptions serves the manager's metrics as kubebuilder v4 scaffolds do: over HTTPS
+// (a self-signed certificate controller-runtime generates, since the scrapers are
+// authenticated by their tokens rather than by the certificate) behind the authentication
+// and authorization filter, or plain HTTP with --metrics-secure=false.
+func metricsOptions(o options) metricsserver.Options {
+	m := metricsserver.Options{BindAddress: o.metricsAddr}
+	if o.metricsSecure {
+		m.SecureServing = true
+		m.FilterProvider = filters.WithAuthenticationAndAuthorization
+	}
+	return m
 }

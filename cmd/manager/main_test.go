@@ -20,9 +20,13 @@ func TestParseFlags(t *testing.T) {
 		wantErr string
 	}{
 		{
-			name: "defaults serve metrics on 8080 and probes on 8081 without leader election",
+			name: "defaults serve metrics over HTTPS on 8443 and probes on 8081 without leader election",
 			want: func(g Gomega, o options) {
-				g.Expect(o.metricsAddr).To(Equal(":8080"))
+				g.Expect(o.metricsAddr).To(Equal(":8443"))
+				g.Expect(o.metricsSecure).To(BeTrue())
+				m := metricsOptions(o)
+				g.Expect(m.SecureServing).To(BeTrue())
+				g.Expect(m.FilterProvider).NotTo(BeNil(), "callers are authenticated and authorized")
 				g.Expect(o.probeAddr).To(Equal(":8081"))
 				g.Expect(o.leaderElect).To(BeFalse())
 				g.Expect(o.logLevel).To(Equal(zapcore.InfoLevel))
@@ -32,15 +36,24 @@ func TestParseFlags(t *testing.T) {
 		},
 		{
 			name: "every flag is honoured",
-			args: []string{"-metrics-bind-address=:9443", "-health-probe-bind-address=:9090",
+			args: []string{"-metrics-bind-address=:9443", "-metrics-secure=false", "-health-probe-bind-address=:9090",
 				"-leader-elect", "-leader-election-namespace=moe-system", "-log-level=debug", "-log-format=console",
 				"-engine-image=example.com/moe:1", "-autoscaler-sync-period=5s"},
 			want: func(g Gomega, o options) {
 				g.Expect(o).To(Equal(options{
-					metricsAddr: ":9443", probeAddr: ":9090", leaderElect: true,
+					metricsAddr: ":9443", metricsSecure: false, probeAddr: ":9090", leaderElect: true,
 					leaderElectNS: "moe-system", logLevel: zapcore.DebugLevel, logFormat: "console",
 					engineImage: "example.com/moe:1", autoscalerSyncPeriod: 5 * time.Second,
 				}))
+			},
+		},
+		{
+			name: "plain HTTP metrics only when asked for",
+			args: []string{"-metrics-secure=false"},
+			want: func(g Gomega, o options) {
+				m := metricsOptions(o)
+				g.Expect(m.SecureServing).To(BeFalse())
+				g.Expect(m.FilterProvider).To(BeNil())
 			},
 		},
 		{name: "an unknown log level is refused", args: []string{"-log-level=loud"}, wantErr: "want debug, info, warn or error"},
