@@ -25,6 +25,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	authzv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -163,6 +164,7 @@ func TestRejectsBadValues(t *testing.T) {
 		"misspelled key":                       {[]string{"--set", "leaderElection.enable=true"}, "enable"},
 		"two managers without leader election": {[]string{"--set", "replicaCount=2", "--set", "leaderElection.enabled=false"}, "leaderElection.enabled"},
 		"bad pull policy":                      {[]string{"--set", "image.pullPolicy=Sometimes"}, "pullPolicy"},
+		"a NetworkPolicy for no namespace":     {[]string{"--set", "networkPolicy.enabled=true"}, "networkPolicy.engineNamespaces"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			out, err := runHelm(t, append([]string{"template", release, chartDir, "--kube-version", kubeVersion}, tc.args...)...)
@@ -178,7 +180,7 @@ func TestRejectsBadValues(t *testing.T) {
 
 func TestTemplateDefaults(t *testing.T) {
 	objs := render(t)
-	want := []string{"ClusterRole", "ClusterRole", "ClusterRole", "ClusterRoleBinding", "Deployment", "Role", "RoleBinding", "Service", "ServiceAccount"}
+	want := []string{"ClusterRole", "ClusterRole", "ClusterRole", "ClusterRole", "ClusterRoleBinding", "Deployment", "Role", "RoleBinding", "Service", "ServiceAccount"}
 	if got := kinds(objs); !reflect.DeepEqual(got, want) {
 		t.Fatalf("rendered kinds %v, want %v", got, want)
 	}
@@ -197,7 +199,7 @@ func TestTemplateDefaults(t *testing.T) {
 	if c.Image != "ghcr.io/moe-operator/moe-operator:0.1.0" {
 		t.Errorf("image %q, want the appVersion tag", c.Image)
 	}
-	for _, arg := range []string{"--leader-elect", "--leader-election-namespace=" + namespace, "--engine-image=ghcr.io/moe-operator/moe-engine:0.1.0", "--health-probe-bind-address=:8081", "--metrics-bind-address=:8080"} {
+	for _, arg := range []string{"--leader-elect", "--leader-election-namespace=" + namespace, "--engine-image=ghcr.io/moe-operator/moe-engine:0.1.0", "--health-probe-bind-address=:8081", "--metrics-bind-address=:8443", "--metrics-secure=true"} {
 		if !slices.Contains(c.Args, arg) {
 			t.Errorf("args %v lack %s", c.Args, arg)
 		}
@@ -218,6 +220,16 @@ func TestTemplateDefaults(t *testing.T) {
 	}
 	if c.LivenessProbe.HTTPGet.Path != "/healthz" || c.ReadinessProbe.HTTPGet.Path != "/readyz" {
 		t.Errorf("probe paths %s, %s", c.LivenessProbe.HTTPGet.Path, c.ReadinessProbe.HTTPGet.Path)
+	}
+
+	// Metrics over HTTPS by default, on the port the Service names https.
+	svc := convert[corev1.Service](t, find(t, objs, "Service", "-metrics"))
+	if len(svc.Spec.Ports) != 1 || svc.Spec.Ports[0].Name != "https" || svc.Spec.Ports[0].Port != 8443 || svc.Spec.Ports[0].TargetPort.StrVal != "https" {
+		t.Errorf("metrics Service ports %+v, want https 8443", svc.Spec.Ports)
+	}
+	reader := convert[rbacv1.ClusterRole](t, find(t, objs, "ClusterRole", "-metrics-reader"))
+	if want := []rbacv1.PolicyRule{{NonResourceURLs: []string{"/metrics"}, Verbs: []string{"get"}}}; !reflect.DeepEqual(reader.Rules, want) {
+		t.Errorf("metrics-reader rules %+v, want %+v", reader.Rules, want)
 	}
 
 	// The manager's ClusterRole is exactly the generated role: no hand-added permissions.
@@ -276,6 +288,80 @@ func TestTemplateAllFeatures(t *testing.T) {
 	if !slices.Contains(c.Args, "--metrics-bind-address=:9090") || c.Ports[0].ContainerPort != 9090 || c.Ports[1].ContainerPort != 9091 {
 		t.Errorf("ports %v, args %v", c.Ports, c.Args)
 	}
+	endpoints, _, _ := unstructured.NestedSlice(sm.Object, "spec", "endpoints")
+	if ep, _ := endpoints[0].(map[string]any); ep["scheme"] != "https" || ep["port"] != "https" ||
+		ep["bearerTokenFile"] != "/var/run/secrets/kubernetes.io/serviceaccount/token" {
+		t.Errorf("ServiceMonitor endpoint %v, want https with the ServiceAccount's bearer token", ep)
+	}
+}
+
+// TestMetricsPlainHTTP: metrics.secure=false is the only way to plain HTTP, and the Service
+// and ServiceMonitor follow.
+func TestMetricsPlainHTTP(t *testing.T) {
+	objs := render(t, "--values", "testdata/all-features.yaml", "--set", "metrics.secure=false")
+	c := convert[appsv1.Deployment](t, find(t, objs, "Deployment", "moe-operator")).Spec.Template.Spec.Containers[0]
+	if !slices.Contains(c.Args, "--metrics-secure=false") || c.Ports[0].Name != "http" {
+		t.Errorf("args %v, ports %v", c.Args, c.Ports)
+	}
+	sm := find(t, objs, "ServiceMonitor", "moe-operator")
+	endpoints, _, _ := unstructured.NestedSlice(sm.Object, "spec", "endpoints")
+	if ep, _ := endpoints[0].(map[string]any); ep["scheme"] != "http" || ep["bearerTokenFile"] != nil {
+		t.Errorf("ServiceMonitor endpoint %v, want plain http", ep)
+	}
+}
+
+// TestNetworkPolicy: off by default; when enabled, one policy per engine namespace that
+// selects the engine pods and admits on their http port only the operator, gateway pods
+// and the listed namespaces.
+func TestNetworkPolicy(t *testing.T) {
+	for _, o := range render(t) {
+		if o.GetKind() == "NetworkPolicy" {
+			t.Fatalf("a NetworkPolicy %s/%s renders by default", o.GetNamespace(), o.GetName())
+		}
+	}
+	var policies []*networkingv1.NetworkPolicy
+	for _, o := range render(t, "--values", "testdata/all-features.yaml") {
+		if o.GetKind() == "NetworkPolicy" {
+			policies = append(policies, convert[networkingv1.NetworkPolicy](t, o))
+		}
+	}
+	if len(policies) != 2 || policies[0].Namespace != "moe-system" || policies[1].Namespace != "team-a" {
+		t.Fatalf("want one policy in moe-system and one in team-a, got %d", len(policies))
+	}
+	operator := networkingv1.NetworkPolicyPeer{
+		NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"kubernetes.io/metadata.name": namespace}},
+		PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string{
+			"app.kubernetes.io/name": "moe-operator", "app.kubernetes.io/instance": release, "app.kubernetes.io/component": "manager",
+		}},
+	}
+	gatewayLabels := map[string]string{"app.kubernetes.io/component": "moe-gateway"}
+	gatewayHere := networkingv1.NetworkPolicyPeer{PodSelector: &metav1.LabelSelector{MatchLabels: gatewayLabels}}
+	gatewayThere := networkingv1.NetworkPolicyPeer{
+		NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"kubernetes.io/metadata.name": namespace}},
+		PodSelector:       &metav1.LabelSelector{MatchLabels: gatewayLabels},
+	}
+	monitoring := networkingv1.NetworkPolicyPeer{
+		NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"kubernetes.io/metadata.name": "monitoring"}},
+	}
+	for _, p := range policies {
+		if !reflect.DeepEqual(p.Spec.PodSelector.MatchLabels, map[string]string{"app.kubernetes.io/name": "moe-engine"}) {
+			t.Errorf("%s: selects %v, want the engine pods", p.Namespace, p.Spec.PodSelector.MatchLabels)
+		}
+		if !reflect.DeepEqual(p.Spec.PolicyTypes, []networkingv1.PolicyType{networkingv1.PolicyTypeIngress}) || len(p.Spec.Ingress) != 1 {
+			t.Fatalf("%s: policy types %v, %d ingress rules", p.Namespace, p.Spec.PolicyTypes, len(p.Spec.Ingress))
+		}
+		rule := p.Spec.Ingress[0]
+		if len(rule.Ports) != 1 || rule.Ports[0].Port.StrVal != "http" {
+			t.Errorf("%s: ports %+v, want the engines' http port", p.Namespace, rule.Ports)
+		}
+		want := []networkingv1.NetworkPolicyPeer{operator, gatewayHere, gatewayThere, monitoring}
+		if p.Namespace == namespace {
+			want = []networkingv1.NetworkPolicyPeer{operator, gatewayHere, monitoring}
+		}
+		if !reflect.DeepEqual(rule.From, want) {
+			t.Errorf("%s: from %+v\nwant %+v", p.Namespace, rule.From, want)
+		}
+	}
 }
 
 // TestInstall creates every rendered object in a real API server with strict field
@@ -308,6 +394,9 @@ func TestInstall(t *testing.T) {
 		Labels: map[string]string{"pod-security.kubernetes.io/enforce": "restricted"},
 	}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
+	}
+	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "team-a"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err) // the all-features NetworkPolicy's second namespace
 	}
 	for _, o := range objs {
 		gvk := o.GroupVersionKind()
@@ -356,6 +445,9 @@ func TestInstall(t *testing.T) {
 		{authzv1.ResourceAttributes{Group: "", Resource: "services", Verb: "patch", Namespace: "team-a"}, true},
 		{authzv1.ResourceAttributes{Group: "policy", Resource: "poddisruptionbudgets", Verb: "create", Namespace: "team-a"}, true},
 		{authzv1.ResourceAttributes{Group: "coordination.k8s.io", Resource: "leases", Verb: "update", Namespace: namespace}, true},
+		// The metrics filter reviews scrapers' tokens and access.
+		{authzv1.ResourceAttributes{Group: "authentication.k8s.io", Resource: "tokenreviews", Verb: "create"}, true},
+		{authzv1.ResourceAttributes{Group: "authorization.k8s.io", Resource: "subjectaccessreviews", Verb: "create"}, true},
 		// Least privilege: what the manager never needs.
 		{authzv1.ResourceAttributes{Group: "coordination.k8s.io", Resource: "leases", Verb: "update", Namespace: "team-a"}, false},
 		{authzv1.ResourceAttributes{Group: "", Resource: "secrets", Verb: "get", Namespace: "team-a"}, false},

@@ -37,3 +37,8 @@ app.kubernetes.io/component: manager
 {{- define "moe-operator.engineImage" -}}
 {{- .Values.engineImage | default (printf "ghcr.io/moe-operator/moe-engine:%s" .Chart.AppVersion) -}}
 {{- end -}}
+
+{{/* Name of the metrics port: https behind the authentication filter, else http. */}}
+{{- define "moe-operator.metricsPortName" -}}
+{{- if .Values.metrics.secure -}}https{{- else -}}http{{- end -}}
+{{- end -}}
