@@ -189,6 +189,13 @@ var celCases = []celCase{
 		message: apiKeyArgMessage,
 	},
 	{
+		name: "an API key in the environment",
+		mutate: func(o *servingv1alpha1.MixtralDeployment) {
+			o.Spec.Engine.Env = []corev1.EnvVar{{Name: "MOE_API_KEY", Value: "sk-secret"}}
+		},
+		message: "engine.env must not set MOE_API_KEY: put the key in a Secret and set engine.apiKeySecretRef (the operator mounts it as a file, so the key is in no environment variable)",
+	},
+	{
 		name:    "a listen address in extraArgs",
 		mutate:  func(o *servingv1alpha1.MixtralDeployment) { o.Spec.Engine.ExtraArgs = []string{"--host", "127.0.0.1"} },
 		message: hostArgMessage,
