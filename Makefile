@@ -70,8 +70,9 @@ vet: ## Run go vet on the operator's packages.
 	go vet ./api/... ./controllers/... ./cmd/manager/... ./hack/...
 
 .PHONY: verify
-verify: $(CONTROLLER_GEN) ## Fail when generated code, CRDs, RBAC, chart copies or docs are stale, or code is unformatted.
+verify: $(CONTROLLER_GEN) ## Fail when generated code, CRDs, RBAC, chart copies or docs are stale, go.mod is not tidy, or code is unformatted.
 	CONTROLLER_GEN=$(CONTROLLER_GEN) hack/verify-generated.sh
+	hack/verify-tidy.sh
 	go run ./hack/image dockerfiles --check
 	@unformatted=$$(gofmt -l api controllers cmd/manager hack); \
 	if [[ -n "$$unformatted" ]]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
