@@ -122,10 +122,14 @@ FUZZ_TARGETS := \
 	FuzzParseHeader:./engine/safetensors \
 	FuzzEncodeDecodeRoundTrip:./engine/tokenizer \
 	FuzzLoadTokenizerJSON:./engine/tokenizer \
+	FuzzChunkedEncodingMatchesTheWholeText:./engine/tokenizer \
+	FuzzConfigFromHF:./engine/model \
 	FuzzDotEqualsReference:./engine/tensor \
 	FuzzDecodeCompletionRequest:./engine/server \
 	FuzzDecodeChatRequest:./engine/server \
-	FuzzParseEngineMetrics:./controllers
+	FuzzRequestToAdmission:./engine/server \
+	FuzzParseEngineMetrics:./controllers \
+	FuzzParsePullLog:./controllers
 
 .PHONY: fuzz
 fuzz: ## Run every fuzz target for FUZZTIME each (default 30s).

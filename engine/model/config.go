@@ -54,32 +54,66 @@ type Config struct {
 // ErrConfig reports hyperparameters the engine cannot run.
 var ErrConfig = errors.New("model: invalid configuration")
 
-// Validate checks that the hyperparameters are consistent.
-func (c *Config) Validate() error {
-	positive := []struct {
+// Bounds on sizes, far above any released model, checked before anything
+// is allocated from them: a file's metadata is untrusted input.
+const (
+	MaxLayers   = 1024
+	MaxDim      = 1 << 16
+	MaxHeads    = 1024
+	MaxHeadDim  = 1024
+	MaxFFN      = 1 << 20
+	MaxExperts  = 1024
+	MaxVocab    = 1 << 22
+	MaxContext  = 1 << 24
+	maxNormEps  = 1.0
+	maxRopeBase = 1e12
+)
+
+// Validate checks that the hyperparameters are consistent and within
+// bounds.
+func (c *Config) Validate() error { return c.validate(nil) }
+
+// validate is Validate with errors naming the file's keys: keys maps
+// a field's description (as in the errors) to the key it came from.
+func (c *Config) validate(keys map[string]string) error {
+	name := func(what string) string {
+		if k, ok := keys[what]; ok {
+			return fmt.Sprintf("%s (%s)", k, what)
+		}
+		return what
+	}
+	sizes := []struct {
 		name string
 		v    int
-	}{{"layers", c.Layers}, {"embedding size", c.Dim}, {"heads", c.Heads}, {"kv heads", c.KVHeads}, {"head dim", c.HeadDim},
-		{"feed-forward size", c.FFN}, {"experts", c.Experts}, {"experts used", c.TopK}, {"vocabulary size", c.Vocab}, {"context length", c.Context}}
-	for _, p := range positive {
+		most int
+	}{{"layers", c.Layers, MaxLayers}, {"embedding size", c.Dim, MaxDim}, {"heads", c.Heads, MaxHeads}, {"kv heads", c.KVHeads, MaxHeads},
+		{"head dim", c.HeadDim, MaxHeadDim}, {"feed-forward size", c.FFN, MaxFFN}, {"experts", c.Experts, MaxExperts},
+		{"experts used", c.TopK, MaxExperts}, {"vocabulary size", c.Vocab, MaxVocab}, {"context length", c.Context, MaxContext}}
+	for _, p := range sizes {
 		if p.v <= 0 {
-			return fmt.Errorf("%w: %s is %d, want > 0", ErrConfig, p.name, p.v)
+			return fmt.Errorf("%w: %s is %d, want > 0", ErrConfig, name(p.name), p.v)
+		}
+		if p.v > p.most {
+			return fmt.Errorf("%w: %s is %d, more than the %d this engine allows", ErrConfig, name(p.name), p.v, p.most)
 		}
 	}
 	if c.Heads%c.KVHeads != 0 {
-		return fmt.Errorf("%w: %d heads is not a multiple of %d kv heads", ErrConfig, c.Heads, c.KVHeads)
+		return fmt.Errorf("%w: %d heads (%s) is not a multiple of %d kv heads (%s)", ErrConfig, c.Heads, name("heads"), c.KVHeads, name("kv heads"))
 	}
 	if c.HeadDim%2 != 0 {
-		return fmt.Errorf("%w: head dim %d is odd; RoPE needs pairs", ErrConfig, c.HeadDim)
+		return fmt.Errorf("%w: %s %d is odd; RoPE needs pairs", ErrConfig, name("head dim"), c.HeadDim)
 	}
 	if c.TopK > c.Experts {
-		return fmt.Errorf("%w: %d experts used per token but only %d experts", ErrConfig, c.TopK, c.Experts)
+		return fmt.Errorf("%w: %d experts used per token (%s) but only %d experts (%s)", ErrConfig, c.TopK, name("experts used"), c.Experts, name("experts"))
 	}
-	if c.RopeTheta <= 0 {
-		return fmt.Errorf("%w: rope theta %g, want > 0", ErrConfig, c.RopeTheta)
+	if !(c.RopeTheta > 0 && c.RopeTheta <= maxRopeBase) { // also refuses NaN
+		return fmt.Errorf("%w: %s is %g, want a finite number > 0", ErrConfig, name("rope theta"), c.RopeTheta)
 	}
-	if c.SlidingWindow < 0 {
-		return fmt.Errorf("%w: sliding window %d, want >= 0", ErrConfig, c.SlidingWindow)
+	if !(c.NormEps > 0 && c.NormEps < maxNormEps) {
+		return fmt.Errorf("%w: %s is %g, want a number between 0 and 1", ErrConfig, name("norm epsilon"), c.NormEps)
+	}
+	if c.SlidingWindow < 0 || c.SlidingWindow > MaxContext {
+		return fmt.Errorf("%w: %s is %d, want 0 to %d", ErrConfig, name("sliding window"), c.SlidingWindow, MaxContext)
 	}
 	return nil
 }

@@ -124,7 +124,7 @@ func ConfigFromHF(b []byte) (Config, error) {
 		eps = *h.RMSNormEps
 	}
 	c.NormEps = float32(eps)
-	return c, c.Validate()
+	return c, c.validate(hfKeys)
 }
 
 // hfLoader binds checkpoint tensors by their transformers names.
@@ -330,4 +330,13 @@ func modelPath(path string) (p string, hf bool, err error) {
 		return path, true, nil
 	}
 	return path, false, nil
+}
+
+// hfKeys names the config.json keys behind Config's fields, for errors.
+var hfKeys = map[string]string{
+	"layers": "num_hidden_layers", "embedding size": "hidden_size", "heads": "num_attention_heads",
+	"kv heads": "num_key_value_heads", "head dim": "head_dim", "feed-forward size": "intermediate_size",
+	"experts": "num_local_experts", "experts used": "num_experts_per_tok", "vocabulary size": "vocab_size",
+	"context length": "max_position_embeddings", "rope theta": "rope_theta", "norm epsilon": "rms_norm_eps",
+	"sliding window": "sliding_window",
 }

@@ -265,6 +265,16 @@ func TestBadHFCheckpointsAreRefusedWithAReason(t *testing.T) {
 		{"rope scaling", editJSON("config.json", func(m map[string]any) { m["rope_scaling"] = map[string]any{"type": "yarn", "factor": 4} }), `RoPE scaling "yarn"`},
 		{"vocabulary size disagrees", editJSON("config.json", func(m map[string]any) { m["vocab_size"] = 600 }), "vocab_size 600"},
 		{"shape disagrees", editJSON("config.json", func(m map[string]any) { m["intermediate_size"] = 96 }), "has shape"},
+		// config.json is untrusted: sizes are bounded before anything is allocated from them.
+		{"a huge vocabulary", editJSON("config.json", func(m map[string]any) { m["vocab_size"] = 1 << 40 }), "vocab_size (vocabulary size) is 1099511627776, more than"},
+		{"a million layers", editJSON("config.json", func(m map[string]any) { m["num_hidden_layers"] = 1 << 20 }), "num_hidden_layers (layers) is 1048576"},
+		{"a huge hidden size", editJSON("config.json", func(m map[string]any) { m["hidden_size"] = 1 << 30 }), "hidden_size (embedding size)"},
+		{"many experts", editJSON("config.json", func(m map[string]any) { m["num_local_experts"] = 1 << 16 }), "num_local_experts (experts) is 65536"},
+		{"negative heads", editJSON("config.json", func(m map[string]any) { m["num_attention_heads"] = -4 }), "num_attention_heads (heads) is -4, want > 0"},
+		{"a huge context", editJSON("config.json", func(m map[string]any) { m["max_position_embeddings"] = 1 << 40 }), "max_position_embeddings (context length)"},
+		{"a zero rope theta", editJSON("config.json", func(m map[string]any) { m["rope_theta"] = 0 }), "rope_theta (rope theta) is 0"},
+		{"a negative norm epsilon", editJSON("config.json", func(m map[string]any) { m["rms_norm_eps"] = -1 }), "rms_norm_eps (norm epsilon) is -1"},
+		{"a norm epsilon too big for float32", editJSON("config.json", func(m map[string]any) { m["rms_norm_eps"] = 1e300 }), "rms_norm_eps (norm epsilon) is +Inf"},
 		{"missing tensor", rewrite(func(ts []safetensors.Tensor) []safetensors.Tensor {
 			return slices.DeleteFunc(ts, func(x safetensors.Tensor) bool {
 				return x.Name == "model.layers.1.block_sparse_moe.experts.3.w2.weight"
@@ -299,4 +309,39 @@ func TestBadHFCheckpointsAreRefusedWithAReason(t *testing.T) {
 	if _, err := model.Open(t.TempDir(), model.LoadOptions{}); !errors.Is(err, model.ErrUnsupported) {
 		t.Errorf("empty directory: %v", err)
 	}
+}
+
+// FuzzConfigFromHF holds config.json to its contract: it is untrusted, so
+// it is refused with a reason or gives a configuration within the engine's
+// bounds, whose sizes multiply without overflow.
+func FuzzConfigFromHF(f *testing.F) {
+	for _, s := range []string{
+		`{"model_type":"mixtral","hidden_size":4096,"intermediate_size":14336,"max_position_embeddings":32768,"num_attention_heads":32,"num_experts_per_tok":2,"num_hidden_layers":32,"num_key_value_heads":8,"num_local_experts":8,"rms_norm_eps":1e-05,"rope_theta":1000000.0,"vocab_size":32000}`,
+		`{"model_type":"mistral","hidden_size":64,"intermediate_size":128,"max_position_embeddings":512,"num_attention_heads":4,"num_hidden_layers":2,"vocab_size":512,"sliding_window":4096}`,
+		`{"model_type":"llama","hidden_size":64,"intermediate_size":128,"max_position_embeddings":512,"num_attention_heads":4,"num_hidden_layers":2,"vocab_size":512,"head_dim":16}`,
+		`{"model_type":"mixtral","hidden_size":1099511627776,"num_local_experts":-1,"rope_theta":0}`,
+		`{"model_type":"mixtral","rope_scaling":{"type":"yarn"}}`,
+		`{}`, `[]`, `null`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, js []byte) {
+		c, err := model.ConfigFromHF(js)
+		if err != nil {
+			if err.Error() == "" {
+				t.Fatal("an error without a reason")
+			}
+			return
+		}
+		if err := c.Validate(); err != nil {
+			t.Fatalf("accepted a configuration that does not validate: %v", err)
+		}
+		if c.Layers > model.MaxLayers || c.Dim > model.MaxDim || c.Vocab > model.MaxVocab || c.Context > model.MaxContext ||
+			c.Experts > model.MaxExperts || c.FFN > model.MaxFFN || c.HeadDim > model.MaxHeadDim || c.Heads > model.MaxHeads {
+			t.Fatalf("accepted sizes past the bounds: %+v", c)
+		}
+		if total, active := c.Params(); total <= 0 || active <= 0 || active > total {
+			t.Fatalf("parameter counts %d total, %d active for %+v", total, active, c)
+		}
+	})
 }

@@ -71,7 +71,7 @@ func ConfigFromGGUF(f *gguf.File) (Config, error) {
 		v, err := f.Int(k.key)
 		switch {
 		case err == nil:
-			if v < 0 || v > 1<<31 {
+			if v < 0 || v >= 1<<31 {
 				return Config{}, fmt.Errorf("%w: %s = %d is out of range", ErrConfig, k.key, v)
 			}
 			*k.dst = int(v)
@@ -108,7 +108,7 @@ func ConfigFromGGUF(f *gguf.File) (Config, error) {
 	if v, err := f.Int("llama.vocab_size"); err == nil && int(v) != c.Vocab {
 		return Config{}, fmt.Errorf("%w: llama.vocab_size is %d but the tokenizer has %d pieces", ErrConfig, v, c.Vocab)
 	}
-	return c, c.Validate()
+	return c, c.validate(ggufKeys)
 }
 
 // weightsFromGGUF binds the file's tensors to Weights, checking every shape
@@ -324,4 +324,13 @@ func FromGGUF(f *gguf.File, opts LoadOptions) (*Model, error) {
 		return nil, err
 	}
 	return New(c, w, tok, opts)
+}
+
+// ggufKeys names the GGUF keys behind Config's fields, for errors.
+var ggufKeys = map[string]string{
+	"layers": "llama.block_count", "embedding size": "llama.embedding_length", "heads": "llama.attention.head_count",
+	"kv heads": "llama.attention.head_count_kv", "head dim": "llama.rope.dimension_count", "feed-forward size": "llama.feed_forward_length",
+	"experts": "llama.expert_count", "experts used": "llama.expert_used_count", "vocabulary size": "tokenizer.ggml.tokens",
+	"context length": "llama.context_length", "rope theta": "llama.rope.freq_base", "norm epsilon": "llama.attention.layer_norm_rms_epsilon",
+	"sliding window": "llama.attention.sliding_window",
 }

@@ -2,6 +2,7 @@ package model_test
 
 import (
 	"errors"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -105,6 +106,35 @@ func TestBadModelsAreRefusedWithAReason(t *testing.T) {
 			w.Set("llama.expert_used_count", gguf.Uint32(9))
 			return true
 		}), "9 experts used"},
+		// Metadata is untrusted: sizes are bounded before anything is allocated from them.
+		{"a context of 2^31", rewrite(t, good, func(w *gguf.Writer, _ *gguf.File) bool {
+			w.Set("llama.context_length", gguf.Uint32(1<<31))
+			return true
+		}), "llama.context_length = 2147483648 is out of range"},
+		{"a context past the engine's bound", rewrite(t, good, func(w *gguf.Writer, _ *gguf.File) bool {
+			w.Set("llama.context_length", gguf.Uint32(model.MaxContext+1))
+			return true
+		}), "llama.context_length (context length) is 16777217, more than the 16777216"},
+		{"a million layers", rewrite(t, good, func(w *gguf.Writer, _ *gguf.File) bool {
+			w.Set("llama.block_count", gguf.Uint32(1<<20))
+			return true
+		}), "llama.block_count (layers) is 1048576"},
+		{"a NaN rope base", rewrite(t, good, func(w *gguf.Writer, _ *gguf.File) bool {
+			w.Set("llama.rope.freq_base", gguf.Float32(float32(math.NaN())))
+			return true
+		}), "llama.rope.freq_base (rope theta) is NaN"},
+		{"an infinite rope base", rewrite(t, good, func(w *gguf.Writer, _ *gguf.File) bool {
+			w.Set("llama.rope.freq_base", gguf.Float32(float32(math.Inf(1))))
+			return true
+		}), "llama.rope.freq_base (rope theta) is +Inf"},
+		{"a zero norm epsilon", rewrite(t, good, func(w *gguf.Writer, _ *gguf.File) bool {
+			w.Set("llama.attention.layer_norm_rms_epsilon", gguf.Float32(0))
+			return true
+		}), "llama.attention.layer_norm_rms_epsilon (norm epsilon) is 0"},
+		{"a negative norm epsilon", rewrite(t, good, func(w *gguf.Writer, _ *gguf.File) bool {
+			w.Set("llama.attention.layer_norm_rms_epsilon", gguf.Float32(-1e-5))
+			return true
+		}), "layer_norm_rms_epsilon (norm epsilon) is -1e-05"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
