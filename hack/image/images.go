@@ -49,7 +49,7 @@ var images = []Image{
 		Description: "moe-operator controller manager: reconciles MixtralDeployments",
 		Package:     "./cmd/manager",
 		Binary:      "/manager",
-		Ports:       []int{8080, 8081},
+		Ports:       []int{8443, 8081},
 		Dockerfile:  "Dockerfile.manager",
 	},
 	{
