@@ -56,3 +56,38 @@ func readMemoryLimit(path string) (int64, bool) {
 	}
 	return n, true
 }
+
+// cgroupUsageFiles hold a container's memory in use, in the order of
+// cgroupMemoryFiles.
+var cgroupUsageFiles = []string{"/sys/fs/cgroup/memory.current", "/sys/fs/cgroup/memory/memory.usage_in_bytes"}
+
+// meminfoFile is the kernel's memory report, for a process outside a
+// limited cgroup.
+var meminfoFile = "/proc/meminfo"
+
+// availableMemory is the memory this process may still take: the
+// container's limit less what it uses, else the machine's MemAvailable.
+// 0 when neither can be read.
+func availableMemory() (int64, string) {
+	for i, f := range cgroupMemoryFiles {
+		limit, ok := readMemoryLimit(f)
+		if !ok {
+			continue
+		}
+		used, _ := readMemoryLimit(cgroupUsageFiles[i])
+		return max(limit-used, 0), fmt.Sprintf("the container's limit in %s less its use", f)
+	}
+	b, err := os.ReadFile(meminfoFile)
+	if err != nil {
+		return 0, ""
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "MemAvailable:"); ok {
+			kib, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
+			if err == nil && kib > 0 {
+				return kib << 10, "MemAvailable in " + meminfoFile
+			}
+		}
+	}
+	return 0, ""
+}

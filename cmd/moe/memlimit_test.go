@@ -3,6 +3,7 @@ package main
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -41,5 +42,38 @@ func TestSoftMemoryLimit(t *testing.T) {
 		if got := softMemoryLimit(tc.limit); got != tc.want {
 			t.Errorf("softMemoryLimit(%d MiB) = %d MiB, want %d MiB", tc.limit>>20, got>>20, tc.want>>20)
 		}
+	}
+}
+
+func TestAvailableMemory(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, content string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	saved := [3]any{cgroupMemoryFiles, cgroupUsageFiles, meminfoFile}
+	defer func() {
+		cgroupMemoryFiles, cgroupUsageFiles, meminfoFile = saved[0].([]string), saved[1].([]string), saved[2].(string)
+	}()
+
+	// In a container with a limit: the limit less what it uses.
+	cgroupMemoryFiles = []string{write("memory.max", "8589934592\n")}
+	cgroupUsageFiles = []string{write("memory.current", "2147483648\n")}
+	meminfoFile = write("meminfo", "MemTotal:       32000000 kB\nMemAvailable:   1000 kB\n")
+	if got, src := availableMemory(); got != 6<<30 || !strings.Contains(src, "memory.max") {
+		t.Errorf("with a cgroup limit: %d (%s), want 6 GiB from memory.max", got, src)
+	}
+	// Without one: the machine's MemAvailable.
+	cgroupMemoryFiles = []string{write("memory.max", "max\n")}
+	if got, src := availableMemory(); got != 1000<<10 || !strings.Contains(src, "MemAvailable") {
+		t.Errorf("without a limit: %d (%s), want 1000 kB from MemAvailable", got, src)
+	}
+	// Nothing readable: no figure, so no check.
+	meminfoFile = filepath.Join(dir, "missing")
+	if got, _ := availableMemory(); got != 0 {
+		t.Errorf("with nothing to read: %d, want 0", got)
 	}
 }

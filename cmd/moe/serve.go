@@ -54,6 +54,7 @@ flight get --shutdown-grace to finish before the process exits 0.`,
 				name = ef.model
 			}
 			sc.Context = ef.ctxSize
+			sc.Memory = availableMemory
 			ln, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(port)))
 			if err != nil {
 				return err

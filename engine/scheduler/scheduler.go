@@ -105,6 +105,11 @@ type Config struct {
 	Context int
 	// Observer, if set, receives latencies and request outcomes.
 	Observer Observer
+	// Memory, if set, reports the memory the KV cache may take (bytes,
+	// and where the figure comes from, for errors) once the model is
+	// loaded. A KVCacheTokens that does not fit is refused; the default
+	// shrinks to fit.
+	Memory func() (bytes int64, source string)
 }
 
 // Observer receives the scheduler's measurements, for metrics. Its methods
@@ -170,12 +175,49 @@ func (s Stats) KVUsage() float64 {
 // than 2 GiB of keys and values (and never less than one full context).
 func DefaultKVCacheTokens(c model.Config, maxNumSeqs, context int) int {
 	const budget = 2 << 30
-	perToken := c.Layers * 2 * c.KVDim() * 4
+	perToken := kvBytesPerToken(c)
 	n := maxNumSeqs * context
 	if perToken > 0 {
 		n = min(n, budget/perToken)
 	}
 	return max(n, context)
+}
+
+// kvBytesPerToken is the host memory of one KV cache position: keys and
+// values of every layer, in float32.
+func kvBytesPerToken(c model.Config) int { return c.Layers * 2 * c.KVDim() * 4 }
+
+// kvHeadroom is the part of the reported memory a default KV cache takes;
+// the rest is for the runtime, batches and requests.
+const kvHeadroom = 0.8
+
+// fitKVCache holds cfg.KVCacheTokens to cfg.Memory. An explicit size
+// larger than the memory left would end in an out-of-memory kill, so it is
+// an error that says what fits (the operator sizes pods for the size it
+// passes, so it is not held to the headroom); the default shrinks to the
+// headroom's share.
+func fitKVCache(cfg *Config, c model.Config, explicit bool) error {
+	avail, source := cfg.Memory()
+	per := int64(kvBytesPerToken(c))
+	if avail <= 0 || per <= 0 {
+		return nil
+	}
+	block := int64(cfg.BlockSize)
+	share := kvHeadroom
+	if explicit {
+		share = 1
+	}
+	fits := int64(float64(avail)*share) / per / block * block // the cache holds whole blocks
+	if int64(cfg.KVCacheTokens) <= fits {
+		return nil
+	}
+	gib := func(b int64) string { return fmt.Sprintf("%.2f GiB", float64(b)/(1<<30)) }
+	if explicit || fits < block {
+		return fmt.Errorf("scheduler: a KV cache of %d tokens needs %s, but %s of memory is left (%s); set the KV cache (moe serve --kv-cache-tokens) to at most %d tokens, or give the process more memory",
+			cfg.KVCacheTokens, gib(int64(cfg.KVCacheTokens)*per), gib(avail), source, fits)
+	}
+	cfg.KVCacheTokens = int(fits)
+	return nil
 }
 
 // Scheduler batches requests on one model. Its methods are safe for
@@ -238,8 +280,14 @@ func New(m *model.Model, cfg Config) (*Scheduler, error) {
 	if cfg.BlockSize <= 0 {
 		cfg.BlockSize = 16
 	}
-	if cfg.KVCacheTokens <= 0 {
+	explicit := cfg.KVCacheTokens > 0
+	if !explicit {
 		cfg.KVCacheTokens = DefaultKVCacheTokens(mc, cfg.MaxNumSeqs, cfg.Context)
+	}
+	if cfg.Memory != nil {
+		if err := fitKVCache(&cfg, mc, explicit); err != nil {
+			return nil, err
+		}
 	}
 	cache, err := m.NewCache(cfg.KVCacheTokens, cfg.BlockSize)
 	if err != nil {

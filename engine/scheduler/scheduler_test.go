@@ -471,3 +471,36 @@ func TestObserverAndCountersSeeEveryRequestAndToken(t *testing.T) {
 		t.Errorf("finished %v", obs.finished)
 	}
 }
+
+func TestTheKVCacheFitsTheMemoryThatExists(t *testing.T) {
+	m := openModel(t)
+	c := m.Config
+	per := int64(c.Layers * 2 * c.KVDim() * 4)
+	// Memory for 125 positions: an explicit cache may take it all (112, in
+	// whole blocks of 16); the default keeps a fifth for the rest (96).
+	memory := func() (int64, string) { return per * 125, "the test's budget" }
+
+	_, err := scheduler.New(m, scheduler.Config{KVCacheTokens: 1000, Memory: memory})
+	if err == nil || !strings.Contains(err.Error(), "at most 112 tokens") || !strings.Contains(err.Error(), "the test's budget") {
+		t.Fatalf("a KV cache of 1000 tokens in memory for 125: %v, want an error saying 112 fit and where the figure comes from", err)
+	}
+	s, err := scheduler.New(m, scheduler.Config{Memory: memory})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := s.KVCacheTokens(); got != 96 {
+		t.Errorf("the default KV cache in memory for 100 positions: %d tokens, want 96", got)
+	}
+	if got := s.MaxSequence(); got != 96 {
+		t.Errorf("the longest sequence: %d, want the cache's 96", got)
+	}
+	s.Close()
+	s2, err := scheduler.New(m, scheduler.Config{KVCacheTokens: 112, Memory: memory})
+	if err != nil {
+		t.Fatalf("an explicit cache that fits: %v", err)
+	}
+	s2.Close()
+	if _, err := scheduler.New(m, scheduler.Config{Memory: func() (int64, string) { return per, "almost nothing" }}); err == nil {
+		t.Error("a scheduler started with memory for less than one block")
+	}
+}
