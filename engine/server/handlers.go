@@ -196,20 +196,23 @@ func (s *Server) completions(w http.ResponseWriter, r *http.Request, sch *schedu
 	vocab := sch.ModelConfig().Vocab
 	var prompts [][]int32
 	if len(req.Prompt.Texts) > 0 {
-		if !s.tokenizeSlot(r.Context()) {
+		tok, limit := sch.Tokenizer(), sch.MaxSequence()
+		fits := true
+		if !s.tokenize(r.Context(), func() {
+			for _, text := range req.Prompt.Texts {
+				ids, ok := tok.EncodeLimit(text, true, limit)
+				if fits = ok; !ok {
+					return
+				}
+				prompts = append(prompts, ids)
+			}
+		}) {
 			return // the client is gone
 		}
-		tok, limit := sch.Tokenizer(), sch.MaxSequence()
-		for _, text := range req.Prompt.Texts {
-			ids, ok := tok.EncodeLimit(text, true, limit)
-			if !ok {
-				<-s.tokenizing
-				writeError(w, promptTooLong(limit, "prompt"))
-				return
-			}
-			prompts = append(prompts, ids)
+		if !fits {
+			writeError(w, promptTooLong(limit, "prompt"))
+			return
 		}
-		<-s.tokenizing
 	}
 	for i, ids := range req.Prompt.Tokens {
 		if len(ids) == 0 {
@@ -320,11 +323,10 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request, sch *scheduler.Sch
 		writeError(w, s.schedulerError(err, "messages"))
 		return
 	}
-	if !s.tokenizeSlot(r.Context()) {
+	var ids []int32
+	if !s.tokenize(r.Context(), func() { ids, err = sch.Tokenizer().MistralV1ChatLimit(msgs, sch.MaxSequence()) }) {
 		return // the client is gone
 	}
-	ids, err := sch.Tokenizer().MistralV1ChatLimit(msgs, sch.MaxSequence())
-	<-s.tokenizing
 	switch {
 	case errors.Is(err, tokenizer.ErrTooLong):
 		writeError(w, promptTooLong(sch.MaxSequence(), "messages"))
@@ -416,24 +418,30 @@ func (s *Server) respond(w http.ResponseWriter, v any) {
 	rc.Flush() // within the deadline, which is cleared when the handler returns
 }
 
-// tokenizeSlot waits for a tokenizer slot (release it with <-s.tokenizing);
-// false means ctx ended first.
-func (s *Server) tokenizeSlot(ctx context.Context) bool {
+// tokenize runs fn in one of the server's tokenizer slots, waiting for one;
+// false means ctx ended first and fn did not run.
+func (s *Server) tokenize(ctx context.Context, fn func()) bool {
 	select {
 	case s.tokenizing <- struct{}{}:
-		return true
 	case <-ctx.Done():
 		return false
 	}
+	defer func() { <-s.tokenizing }()
+	fn()
+	return true
+}
+
+// promptOf names what the prompt parameter holds, for messages.
+func promptOf(param string) string {
+	if param == "messages" {
+		return "the messages"
+	}
+	return "the prompt"
 }
 
 func promptTooLong(limit int, param string) *apiError {
-	what := "the prompt"
-	if param == "messages" {
-		what = "the messages"
-	}
 	return &apiError{Status: http.StatusBadRequest, Type: typeInvalidRequest, Param: param, Code: "context_length_exceeded",
-		Message: fmt.Sprintf("this model's maximum context length is %d tokens, but %s alone take more than that; shorten %s", limit, what, what)}
+		Message: fmt.Sprintf("this model's maximum context length is %d tokens, and %s alone go past it; shorten %s", limit, promptOf(param), promptOf(param))}
 }
 
 // failed answers a non-streaming request whose generation failed; if the

@@ -288,10 +288,7 @@ func (s *Server) requests(sch *scheduler.Scheduler, prompts [][]int32, p params,
 		}
 		// Compared as a difference: len(pr)+maxTokens overflows for a max_tokens near 2^63.
 		if maxTokens < 1 || maxTokens > limit-len(pr) {
-			what := "the prompt"
-			if promptParam == "messages" {
-				what = "the messages"
-			}
+			what := promptOf(promptParam)
 			completion := max(maxTokens, 1)
 			requested := fmt.Sprint(len(pr) + completion)
 			if completion > math.MaxInt-len(pr) {
