@@ -13,6 +13,7 @@ import (
 	. "github.com/onsi/gomega"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
@@ -121,6 +122,7 @@ func TestEnvtestEngineArgsTheRulesAdmit(t *testing.T) {
 		"a shutdown grace as two arguments":        {"--shutdown-grace", "30s"},
 		"a zero shutdown grace":                    {"--shutdown-grace", "0"},
 		"a fractional shutdown grace":              {"--shutdown-grace=1.5s"},
+		"a grace in microseconds, as Go writes it": {"--shutdown-grace=1500000µs"},
 		"flags that only start like a refused one": {"--hostname-label=x", "--api-keys-are-great"},
 		"the maximum queue and the batched tokens": {"--max-queue", "64", "--max-batched-tokens=1024"},
 	} {
@@ -131,6 +133,18 @@ func TestEnvtestEngineArgsTheRulesAdmit(t *testing.T) {
 			g.Expect(k8sClient.Create(context.Background(), obj, client.DryRunAll)).To(Succeed())
 		})
 	}
+
+	// metav1.Duration writes time.Duration.String(), which spells microseconds "µs": a Go
+	// client's value must pass the duration patterns (the e2e's chaos suite met this).
+	t.Run("durations in microseconds", func(t *testing.T) {
+		g := NewWithT(t)
+		obj := loadSample(t, h100Sample, ns)
+		obj.Spec.Targets.InterTokenLatency = &metav1.Duration{Duration: 1500 * time.Microsecond}
+		g.Expect(obj.Spec.Targets.InterTokenLatency.Duration.String()).To(Equal("1.5ms"))
+		obj.Spec.Targets.TimeToFirstToken = &metav1.Duration{Duration: 7 * time.Microsecond}
+		g.Expect(obj.Spec.Targets.TimeToFirstToken.Duration.String()).To(Equal("7µs"))
+		g.Expect(k8sClient.Create(context.Background(), obj, client.DryRunAll)).To(Succeed())
+	})
 
 	t.Run("an API key Secret reference", func(t *testing.T) {
 		g := NewWithT(t)

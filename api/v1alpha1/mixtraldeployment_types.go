@@ -245,7 +245,7 @@ type TargetsSpec struct {
 	// (a Go duration such as 500ms). Unset: no bound.
 	// +optional
 	// +kubebuilder:validation:Type=string
-	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$`
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|μs|ms|s|m|h))+$`
 	// +kubebuilder:validation:XValidation:rule="duration(self) > duration('0s')",message="targets.timeToFirstToken must be a positive duration such as 500ms"
 	TimeToFirstToken *metav1.Duration `json:"timeToFirstToken,omitempty"`
 
@@ -253,7 +253,7 @@ type TargetsSpec struct {
 	// (a Go duration such as 50ms). Unset: no bound.
 	// +optional
 	// +kubebuilder:validation:Type=string
-	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$`
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|μs|ms|s|m|h))+$`
 	// +kubebuilder:validation:XValidation:rule="duration(self) > duration('0s')",message="targets.interTokenLatency must be a positive duration such as 50ms"
 	InterTokenLatency *metav1.Duration `json:"interTokenLatency,omitempty"`
 
@@ -320,7 +320,7 @@ type AutoscalingSpec struct {
 	// +optional
 	// +kubebuilder:default="30s"
 	// +kubebuilder:validation:Type=string
-	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$`
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|μs|ms|s|m|h))+$`
 	ScaleUpWindow *metav1.Duration `json:"scaleUpWindow,omitempty"`
 
 	// ScaleDownWindow is how long every reading of the load must have asked for fewer
@@ -328,7 +328,7 @@ type AutoscalingSpec struct {
 	// +optional
 	// +kubebuilder:default="300s"
 	// +kubebuilder:validation:Type=string
-	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$`
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|μs|ms|s|m|h))+$`
 	ScaleDownWindow *metav1.Duration `json:"scaleDownWindow,omitempty"`
 }
 
@@ -343,7 +343,7 @@ type AutoscalingSpec struct {
 // +kubebuilder:validation:XValidation:rule="!has(self.extraArgs) || self.extraArgs.all(a, !['--api-key', '--api-key-file'].exists(f, a == f || a.startsWith(f + '=')))",message="engine.extraArgs must not set --api-key or --api-key-file: a key on the command line is visible to everyone who can read the pod. Put the key in a Secret and set engine.apiKeySecretRef (the operator mounts it as a file)"
 // +kubebuilder:validation:XValidation:rule="!has(self.env) || self.env.all(e, e.name != 'MOE_API_KEY')",message="engine.env must not set MOE_API_KEY: put the key in a Secret and set engine.apiKeySecretRef (the operator mounts it as a file, so the key is in no environment variable)"
 // +kubebuilder:validation:XValidation:rule="!has(self.extraArgs) || self.extraArgs.all(a, a != '--host' && !a.startsWith('--host='))",message="engine.extraArgs must not set --host: the operator owns the listen address (all interfaces, so that the probes, the Service and the autoscaler reach the engine)"
-// +kubebuilder:validation:XValidation:rule="!has(self.extraArgs) || (self.extraArgs.all(a, !a.startsWith('--shutdown-grace=') || a == '--shutdown-grace=0' || (a.substring(17).matches('^([0-9]+([.][0-9]+)?(ns|us|ms|s|m|h))+$') && duration(a.substring(17)) <= duration('40s'))) && self.extraArgs.all(i, a, a != '--shutdown-grace' || (i + 1 < size(self.extraArgs) && (self.extraArgs[i + 1] == '0' || (self.extraArgs[i + 1].matches('^([0-9]+([.][0-9]+)?(ns|us|ms|s|m|h))+$') && duration(self.extraArgs[i + 1]) <= duration('40s'))))))",message="engine.extraArgs --shutdown-grace must be a duration of at most 40s, for example 30s: the pod's termination grace period is 45s and the preStop sleep before SIGTERM takes 5s, so a longer grace would be cut off by SIGKILL"
+// +kubebuilder:validation:XValidation:rule="!has(self.extraArgs) || (self.extraArgs.all(a, !a.startsWith('--shutdown-grace=') || a == '--shutdown-grace=0' || (a.substring(17).matches('^([0-9]+([.][0-9]+)?(ns|us|µs|μs|ms|s|m|h))+$') && duration(a.substring(17)) <= duration('40s'))) && self.extraArgs.all(i, a, a != '--shutdown-grace' || (i + 1 < size(self.extraArgs) && (self.extraArgs[i + 1] == '0' || (self.extraArgs[i + 1].matches('^([0-9]+([.][0-9]+)?(ns|us|µs|μs|ms|s|m|h))+$') && duration(self.extraArgs[i + 1]) <= duration('40s'))))))",message="engine.extraArgs --shutdown-grace must be a duration of at most 40s, for example 30s: the pod's termination grace period is 45s and the preStop sleep before SIGTERM takes 5s, so a longer grace would be cut off by SIGKILL"
 type EngineSpec struct {
 	// Image is the engine image. Defaults to the operator's --engine-image.
 	// +optional
@@ -398,7 +398,7 @@ type EngineSpec struct {
 	// Defaults to a budget derived from the model's size.
 	// +optional
 	// +kubebuilder:validation:Type=string
-	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$`
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|μs|ms|s|m|h))+$`
 	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('10s')",message="engine.startupTimeout must be at least 10s"
 	StartupTimeout *metav1.Duration `json:"startupTimeout,omitempty"`
 }
