@@ -149,6 +149,8 @@ func testChaos(t *testing.T, ctx context.Context, mxd *servingv1alpha1.MixtralDe
 		t.Logf("the manager was deleted right after the spec change; the rollout completed %s later", time.Since(start).Round(time.Second))
 		// No duplicates and no orphans: one of each child, owned by the MixtralDeployment.
 		sel := client.MatchingLabels{servingv1alpha1.LabelMixtralDeployment: mxd.Name}
+		uid := getMXD(t, ctx, client.ObjectKeyFromObject(mxd)).UID
+		owned := func(r metav1.OwnerReference) bool { return r.UID == uid }
 		for _, l := range []client.ObjectList{&appsv1.DeploymentList{}, &corev1.ServiceList{}, &policyv1.PodDisruptionBudgetList{}} {
 			if err := k8s.List(ctx, l, client.InNamespace(mxd.Namespace), sel); err != nil {
 				t.Fatal(err)
@@ -158,7 +160,7 @@ func testChaos(t *testing.T, ctx context.Context, mxd *servingv1alpha1.MixtralDe
 				t.Errorf("%T: %d objects for %s, want 1", l, len(items), mxd.Name)
 				continue
 			}
-			if o, _ := meta.Accessor(items[0]); !slices.ContainsFunc(o.GetOwnerReferences(), func(r metav1.OwnerReference) bool { return r.UID == getMXD(t, ctx, client.ObjectKeyFromObject(mxd)).UID }) {
+			if o, _ := meta.Accessor(items[0]); !slices.ContainsFunc(o.GetOwnerReferences(), owned) {
 				t.Errorf("%T %s is not owned by the MixtralDeployment", l, o.GetName())
 			}
 		}
