@@ -145,6 +145,10 @@ BENCHTIME ?= 1s
 bench: ## Run the engine's Go benchmarks (kernels, forward pass); BENCH and BENCHTIME filter.
 	go test -run '^$$' -bench '$(BENCH)' -benchtime $(BENCHTIME) ./engine/tensor ./engine/model
 
+.PHONY: soak
+soak: ## 64 streams against moe serve for 30 minutes: RSS and goroutines must stay flat, no error (hack/soak.sh; DURATION, CONCURRENCY).
+	hack/soak.sh
+
 .PHONY: bench-llamacpp
 bench-llamacpp: reference ## Compare moe bench with llama.cpp on the mini model (hack/bench-vs-llamacpp.sh).
 	hack/bench-vs-llamacpp.sh
