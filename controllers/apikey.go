@@ -34,7 +34,7 @@ func apiKeyFailure(obj *servingv1alpha1.MixtralDeployment, ref *servingv1alpha1.
 			continue
 		}
 		for _, c := range pod.Status.ContainerStatuses {
-			if c.Name != engineContainerName {
+			if c.Name != engineContainerName || engineUp(c) {
 				continue
 			}
 			for _, t := range []*corev1.ContainerStateTerminated{c.State.Terminated, c.LastTerminationState.Terminated} {
@@ -67,18 +67,58 @@ func mountsAPIKey(pod *corev1.Pod, ref *servingv1alpha1.APIKeySecretReference) b
 	return false
 }
 
-// engineFailures lists the engine pods of s's object when it has an API key reference and
-// returns apiKeyFailure's message. Engine pods are in the manager's cache (the autoscaler
-// reads them too).
-func (r *MixtralDeploymentReconciler) engineFailures(ctx context.Context, s *scope) (string, error) {
-	if s.workload == nil || s.workload.apiKeyRef() == nil {
-		return "", nil
+// engineUp reports whether the engine container runs now (loading or serving): an exit
+// before that is history, not a failure to report, once the container is back.
+func engineUp(c corev1.ContainerStatus) bool { return c.Ready || c.State.Running != nil }
+
+// engineExitFailure returns the Degraded message for an engine pod whose engine container
+// is down after exiting with an error (a model file it refuses, an out-of-memory kill, a
+// bad flag), with the last line of what it said, or "" when none is.
+func engineExitFailure(pods []corev1.Pod) string {
+	for i := range pods {
+		pod := &pods[i]
+		if pod.DeletionTimestamp != nil {
+			continue
+		}
+		for _, c := range pod.Status.ContainerStatuses {
+			if c.Name != engineContainerName || engineUp(c) {
+				continue
+			}
+			for _, t := range []*corev1.ContainerStateTerminated{c.State.Terminated, c.LastTerminationState.Terminated} {
+				if t == nil || t.ExitCode == 0 {
+					continue
+				}
+				why := lastLine(strings.TrimSpace(t.Message))
+				if why == "" {
+					why = t.Reason
+				}
+				return fmt.Sprintf("Engine pod %s exited with code %d: %s. The kubelet restarts it with a growing back-off; once the cause is fixed it recovers by itself.",
+					pod.Name, t.ExitCode, strings.TrimSuffix(why, "."))
+			}
+		}
+	}
+	return ""
+}
+
+// engineFailures lists the engine pods of s's object and returns the Degraded reason and
+// message for engine containers that are down after an error: APIKeyUnavailable when the
+// key could not be read, else EngineFailing; "" when none are. Engine pods are in the
+// manager's cache (the autoscaler reads them too).
+func (r *MixtralDeploymentReconciler) engineFailures(ctx context.Context, s *scope) (reason, message string, err error) {
+	if s.workload == nil {
+		return "", "", nil
 	}
 	pods := &corev1.PodList{}
 	if err := r.List(ctx, pods, client.InNamespace(s.obj.Namespace), client.MatchingLabels(selectorLabels(s.obj.Name))); err != nil {
-		return "", fmt.Errorf("listing engine pods: %w", err)
+		return "", "", fmt.Errorf("listing engine pods: %w", err)
 	}
-	return apiKeyFailure(s.obj, s.workload.apiKeyRef(), pods.Items), nil
+	if msg := apiKeyFailure(s.obj, s.workload.apiKeyRef(), pods.Items); msg != "" {
+		return servingv1alpha1.ReasonAPIKeyUnavailable, msg, nil
+	}
+	if msg := engineExitFailure(pods.Items); msg != "" {
+		return servingv1alpha1.ReasonEngineFailing, msg, nil
+	}
+	return "", "", nil
 }
 
 // enginePodOwner maps an engine pod to its MixtralDeployment.

@@ -102,6 +102,14 @@ func TestAPIKeyFailure(t *testing.T) {
 			want: "Engine pod tiny-abc cannot read its API key (moe: the API key file /var/run/secrets/moe/api-key is empty).",
 		},
 		{
+			name: "a pod that runs again once the key appeared is history",
+			pods: func() []corev1.Pod {
+				p := pod(nil, missing)
+				p.Status.ContainerStatuses[0].State.Running = &corev1.ContainerStateRunning{}
+				return []corev1.Pod{p}
+			}(),
+		},
+		{
 			name: "a pod of an earlier Secret reference is not reported against the current one",
 			pods: func() []corev1.Pod {
 				p := pod(nil, missing)
@@ -178,5 +186,90 @@ func TestEnvtestAPIKeySecret(t *testing.T) {
 		g.Expect(next.Spec.Template.Spec.Volumes).To(ContainElement(HaveField("Secret.Items", []corev1.KeyToPath{{Key: "token", Path: "api-key"}})))
 		degraded := condition(g, get(g, ns, obj.Name, &servingv1alpha1.MixtralDeployment{}), servingv1alpha1.ConditionDegraded)
 		g.Expect(degraded.Reason).NotTo(Equal(servingv1alpha1.ReasonAPIKeyUnavailable))
+	})
+}
+
+func TestEngineExitFailure(t *testing.T) {
+	pod := func(name string, st corev1.ContainerStatus) corev1.Pod {
+		st.Name = engineContainerName
+		return corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name}, Status: corev1.PodStatus{ContainerStatuses: []corev1.ContainerStatus{st}}}
+	}
+	truncated := &corev1.ContainerStateTerminated{ExitCode: 1,
+		Message: "level=INFO msg=listening addr=:8000\nmoe: loading the model: /models/m.gguf: gguf: tensor data truncated: the file has 100 bytes, want 200\n"}
+	waiting := corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "CrashLoopBackOff"}}
+	deleting := pod("old", corev1.ContainerStatus{State: waiting, LastTerminationState: corev1.ContainerState{Terminated: truncated}})
+	deleting.DeletionTimestamp = &metav1.Time{}
+	tests := []struct {
+		name string
+		pods []corev1.Pod
+		want string
+	}{
+		{"no pods", nil, ""},
+		{"a crash-looping pod says what the engine said last",
+			[]corev1.Pod{pod("a", corev1.ContainerStatus{State: waiting, LastTerminationState: corev1.ContainerState{Terminated: truncated}})},
+			"Engine pod a exited with code 1: moe: loading the model: /models/m.gguf: gguf: tensor data truncated: the file has 100 bytes, want 200. The kubelet restarts it"},
+		{"an out-of-memory kill without a message gives the reason",
+			[]corev1.Pod{pod("b", corev1.ContainerStatus{State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 137, Reason: "OOMKilled"}}})},
+			"Engine pod b exited with code 137: OOMKilled."},
+		{"a pod that runs again is history",
+			[]corev1.Pod{pod("c", corev1.ContainerStatus{State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{}}, LastTerminationState: corev1.ContainerState{Terminated: truncated}})}, ""},
+		{"a clean exit is no failure",
+			[]corev1.Pod{pod("d", corev1.ContainerStatus{State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 0}}})}, ""},
+		{"a pod being deleted is not reported", []corev1.Pod{deleting}, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			g := NewWithT(t)
+			got := engineExitFailure(tt.pods)
+			if tt.want == "" {
+				g.Expect(got).To(BeEmpty())
+				return
+			}
+			g.Expect(got).To(HavePrefix(tt.want))
+		})
+	}
+}
+
+// TestEnvtestEngineFailureIsReportedAndClears: an engine pod crash-looping on a model file it
+// refuses turns Degraded to EngineFailing with the engine's last words and a Warning event;
+// once the container runs again the condition clears.
+func TestEnvtestEngineFailureIsReportedAndClears(t *testing.T) {
+	requireEnvtest(t)
+	ctx := context.Background()
+	ns := newNamespace(t)
+	g := NewWithT(t)
+	obj := loadSample(t, cpuSample, ns)
+	g.Expect(k8sClient.Create(ctx, obj)).To(Succeed())
+	obj = waitPlanned(t, ns, obj.Name)
+	var d *appsv1.Deployment
+	eventually(t, func(g Gomega) { d = get(g, ns, obj.Name, &appsv1.Deployment{}) })
+
+	// The pod the ReplicaSet would make (envtest has no controller-manager or kubelet).
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: obj.Name + "-0", Namespace: ns, Labels: d.Spec.Template.Labels}, Spec: d.Spec.Template.Spec}
+	g.Expect(k8sClient.Create(ctx, pod)).To(Succeed())
+	const said = "moe: loading the model: /models/m.gguf: gguf: tensor data truncated: the file has 100 bytes, want 200"
+	last := corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 1, Reason: "Error", Message: said}}
+	pod.Status.ContainerStatuses = []corev1.ContainerStatus{{
+		Name: "engine", Image: d.Spec.Template.Spec.Containers[0].Image, RestartCount: 2,
+		State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "CrashLoopBackOff"}}, LastTerminationState: last,
+	}}
+	g.Expect(k8sClient.Status().Update(ctx, pod)).To(Succeed())
+	eventually(t, func(g Gomega) {
+		degraded := condition(g, get(g, ns, obj.Name, &servingv1alpha1.MixtralDeployment{}), servingv1alpha1.ConditionDegraded)
+		g.Expect(degraded.Status).To(Equal(metav1.ConditionTrue))
+		g.Expect(degraded.Reason).To(Equal(servingv1alpha1.ReasonEngineFailing))
+		g.Expect(degraded.Message).To(ContainSubstring(said))
+		g.Expect(recordedEvents(g, ns, obj.Name)).To(ContainElement(And(
+			HaveField("Reason", servingv1alpha1.ReasonEngineFailing), HaveField("Type", corev1.EventTypeWarning), HaveField("Note", ContainSubstring(said)))))
+	})
+
+	// The file is fixed and the container restarts and runs: the failure is history.
+	g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(pod), pod)).To(Succeed())
+	pod.Status.ContainerStatuses[0].RestartCount = 3
+	pod.Status.ContainerStatuses[0].State = corev1.ContainerState{Running: &corev1.ContainerStateRunning{}}
+	g.Expect(k8sClient.Status().Update(ctx, pod)).To(Succeed())
+	eventually(t, func(g Gomega) {
+		degraded := condition(g, get(g, ns, obj.Name, &servingv1alpha1.MixtralDeployment{}), servingv1alpha1.ConditionDegraded)
+		g.Expect(degraded.Reason).NotTo(Equal(servingv1alpha1.ReasonEngineFailing))
 	})
 }

@@ -72,8 +72,9 @@ type scope struct {
 	deployment *appsv1.Deployment
 	service    *corev1.Service
 
-	// engineFailure, when set, is why engine pods exit (an API key they cannot read).
-	engineFailure string
+	// engineFailure and engineFailureReason, when set, are why engine pods are down after
+	// an error (an API key they cannot read, a model file they refuse).
+	engineFailure, engineFailureReason string
 
 	// cache is what the model-cache phase found; nil without spec.model.cache or a plan.
 	cache *cacheState
@@ -237,14 +238,15 @@ func (r *MixtralDeploymentReconciler) reconcileStatus(ctx context.Context, s *sc
 		}
 	}
 	if reconcileErr == nil {
-		failure, err := r.engineFailures(ctx, s)
+		reason, failure, err := r.engineFailures(ctx, s)
 		if err != nil {
 			return err
 		}
-		s.engineFailure = failure
+		s.engineFailureReason, s.engineFailure = reason, failure
 	}
 	computeStatus(s, reconcileErr)
 	r.recordPlanEvents(s)
+	r.recordEngineFailureEvents(s)
 	r.recordModelCacheEvents(s)
 	if equality.Semantic.DeepEqual(s.before.Status, s.obj.Status) {
 		return nil
@@ -276,6 +278,18 @@ func (r *MixtralDeploymentReconciler) recordPlanEvents(s *scope) {
 		if cur != nil && (prev == nil || prev.Status != cur.Status || prev.Message != cur.Message) {
 			r.Recorder.Eventf(s.obj, nil, corev1.EventTypeWarning, servingv1alpha1.EventPlanInfeasible, "Plan", "%s", cur.Message)
 		}
+	}
+}
+
+// recordEngineFailureEvents records a Warning when the Degraded condition starts reporting
+// an engine failure or its message changes.
+func (r *MixtralDeploymentReconciler) recordEngineFailureEvents(s *scope) {
+	if r.Recorder == nil || s.engineFailure == "" {
+		return
+	}
+	prev := findCondition(s.before.Status.Conditions, servingv1alpha1.ConditionDegraded)
+	if prev == nil || prev.Reason != s.engineFailureReason || prev.Message != s.engineFailure {
+		r.Recorder.Eventf(s.obj, nil, corev1.EventTypeWarning, s.engineFailureReason, "Serve", "%s", s.engineFailure)
 	}
 }
 

@@ -124,7 +124,7 @@ func computeStatus(s *scope, reconcileErr error) {
 		set(servingv1alpha1.ConditionDegraded, metav1.ConditionTrue, servingv1alpha1.ReasonReconcileError,
 			sentence(reconcileErr.Error())+" The operator retries.")
 	case s.engineFailure != "":
-		set(servingv1alpha1.ConditionDegraded, metav1.ConditionTrue, servingv1alpha1.ReasonAPIKeyUnavailable, s.engineFailure)
+		set(servingv1alpha1.ConditionDegraded, metav1.ConditionTrue, s.engineFailureReason, s.engineFailure)
 	case cacheFailed:
 		set(servingv1alpha1.ConditionDegraded, metav1.ConditionTrue, servingv1alpha1.ReasonModelCacheFailed, s.cache.report.message)
 	case stalled != nil && stalled.Status == corev1.ConditionFalse && stalled.Reason == "ProgressDeadlineExceeded":

@@ -70,6 +70,10 @@ const (
 	// ReasonAPIKeyUnavailable: an engine pod exited because it could not read its API key:
 	// the Secret or the key that spec.engine.apiKeySecretRef names is missing or empty.
 	ReasonAPIKeyUnavailable = "APIKeyUnavailable"
+	// ReasonEngineFailing: an engine container is down after exiting with an error (a
+	// model file it refuses, an out-of-memory kill); the message has its last words. The
+	// same reason is a Warning event.
+	ReasonEngineFailing = "EngineFailing"
 )
 
 // Event reasons the reconciler records on a MixtralDeployment.
