@@ -5,12 +5,16 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -266,4 +270,75 @@ func waitRolledOut(t *testing.T, ctx context.Context, mxd *servingv1alpha1.Mixtr
 		}
 		return nil
 	})
+}
+
+// testTruncatedModel serves a model file cut in half from the model claim: the engine pod
+// crash-loops, the MixtralDeployment says why (Degraded EngineFailing with the engine's
+// error, and a Warning event), and once the file is whole again it becomes Available by
+// itself. It writes the file straight into the claim's directory, which only the local
+// cluster's hostPath volume allows.
+func testTruncatedModel(t *testing.T, ctx context.Context) {
+	if hasDefaultStorageClass(t, ctx) {
+		t.Skip("the model claim is provisioned by a StorageClass here, so the test cannot write a truncated file into it; the local cluster (CI) runs this step")
+	}
+	dir := filepath.Join(localVolumes, modelClaim+"-"+ns)
+	good, err := os.ReadFile(filepath.Join(dir, "mixtral-small.gguf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "truncated.gguf")
+	write := func(data []byte) {
+		tmp := path + ".tmp"
+		if err := os.WriteFile(tmp, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chown(tmp, 65532, 65532); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, path); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(good[:len(good)/2])
+	defer os.Remove(path)
+
+	obj := loadSample(t, demoSample)
+	obj.Namespace, obj.Name = ns, "e2e-truncated"
+	obj.Spec.Model.URI = "pvc://" + modelClaim + "/truncated.gguf"
+	obj.Spec.Model.ServedName = obj.Name
+	if err := k8s.Create(ctx, obj); err != nil {
+		t.Fatal(err)
+	}
+	defer k8s.Delete(ctx, obj)
+	key := client.ObjectKeyFromObject(obj)
+	eventually(t, 3*time.Minute, "Degraded names the file's error", func() error {
+		got := getMXD(t, ctx, key)
+		c := meta.FindStatusCondition(got.Status.Conditions, servingv1alpha1.ConditionDegraded)
+		if c == nil || c.Status != metav1.ConditionTrue || c.Reason != servingv1alpha1.ReasonEngineFailing || !strings.Contains(c.Message, "truncated") {
+			return fmt.Errorf("degraded: %+v; pods: %s", c, describePods(t, ctx, obj))
+		}
+		t.Logf("Degraded: %s", c.Message)
+		return nil
+	})
+	var events eventsv1.EventList
+	if err := k8s.List(ctx, &events, client.InNamespace(ns)); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.ContainsFunc(events.Items, func(e eventsv1.Event) bool {
+		return e.Regarding.Name == obj.Name && e.Reason == servingv1alpha1.ReasonEngineFailing && strings.Contains(e.Note, "truncated")
+	}) {
+		t.Error("no EngineFailing event names the truncated file")
+	}
+
+	write(good)
+	fixed := time.Now()
+	waitAvailable(t, ctx, obj, 5*time.Minute)
+	eventually(t, time.Minute, "Degraded clears", func() error {
+		c := meta.FindStatusCondition(getMXD(t, ctx, key).Status.Conditions, servingv1alpha1.ConditionDegraded)
+		if c == nil || c.Status != metav1.ConditionFalse {
+			return fmt.Errorf("degraded: %+v", c)
+		}
+		return nil
+	})
+	t.Logf("the file was fixed; %s was Available %s later (the kubelet's restart back-off)", obj.Name, time.Since(fixed).Round(time.Second))
 }

@@ -107,6 +107,7 @@ func TestE2E(t *testing.T) {
 	step("autoscaling under sustained load", func(t *testing.T) { testAutoscaling(t, ctx, mxd) })
 	step("a spec change rolls out with no failed requests", func(t *testing.T) { testRollout(t, ctx, mxd) })
 	step("chaos: pods and the manager killed, evictions, bad objects", func(t *testing.T) { testChaos(t, ctx, mxd) })
+	step("chaos: a truncated model file is reported and recovers once fixed", func(t *testing.T) { testTruncatedModel(t, ctx) })
 	step("GPU requests schedule on emulated GPUs", func(t *testing.T) { testGPU(t, ctx) })
 	step("delete cleans up", func(t *testing.T) { testDelete(t, ctx, mxd) })
 }
