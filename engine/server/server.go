@@ -8,8 +8,9 @@
 // Errors have OpenAI's shape, {"error":{"message","type","param","code"}}:
 // 400 for a malformed body, a bad parameter or a prompt plus max_tokens over
 // the context; 401 for a missing or wrong API key (when one is set); 404
-// for an unknown model; 429, with Retry-After, when the queue is full; 503
-// while the model loads or the server drains.
+// for an unknown model; 413 for a body over the limit (see bodyLimit); 429,
+// with Retry-After, when the queue is full; 503, with Retry-After, while the
+// model loads or the server drains.
 package server
 
 import (
