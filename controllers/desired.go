@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"hash/fnv"
+	"maps"
 	"math"
 	"strconv"
 	"strings"
@@ -459,15 +460,24 @@ func (w workload) podTemplate() corev1.PodTemplateSpec {
 	image, pullPolicy, pullSecrets := w.engineImage()
 	nodeSelector, tolerations := w.placement()
 	volumes, mounts := w.volumes()
+	spec := w.obj.Spec.Engine
+	// The user's labels and annotations first: the operator's keys win (and CEL refuses them).
+	labels := maps.Clone(spec.PodLabels)
+	if labels == nil {
+		labels = map[string]string{}
+	}
+	maps.Copy(labels, commonLabels(name))
+	annotations := maps.Clone(spec.PodAnnotations)
+	if annotations == nil {
+		annotations = map[string]string{}
+	}
+	maps.Copy(annotations, map[string]string{
+		"prometheus.io/scrape": "true",
+		"prometheus.io/port":   strconv.Itoa(int(w.port())),
+		"prometheus.io/path":   "/metrics",
+	})
 	return corev1.PodTemplateSpec{
-		ObjectMeta: metav1.ObjectMeta{
-			Labels: commonLabels(name),
-			Annotations: map[string]string{
-				"prometheus.io/scrape": "true",
-				"prometheus.io/port":   strconv.Itoa(int(w.port())),
-				"prometheus.io/path":   "/metrics",
-			},
-		},
+		ObjectMeta: metav1.ObjectMeta{Labels: labels, Annotations: annotations},
 		Spec: corev1.PodSpec{
 			AutomountServiceAccountToken:  ptr.To(false),
 			EnableServiceLinks:            ptr.To(false),
@@ -475,6 +485,10 @@ func (w workload) podTemplate() corev1.PodTemplateSpec {
 			NodeSelector:                  nodeSelector,
 			Tolerations:                   tolerations,
 			Affinity:                      w.engineAffinity(),
+			TopologySpreadConstraints:     w.spread(),
+			PriorityClassName:             spec.PriorityClassName,
+			ServiceAccountName:            spec.ServiceAccountName,
+			RuntimeClassName:              spec.RuntimeClassName,
 			ImagePullSecrets:              pullSecrets,
 			SecurityContext:               restrictedPodSecurity(w.fsGroupChangePolicy()),
 			Containers: []corev1.Container{{
@@ -500,6 +514,20 @@ func (w workload) podTemplate() corev1.PodTemplateSpec {
 			Volumes: volumes,
 		},
 	}
+}
+
+// spread is spec.engine.topologySpreadConstraints, a constraint without a selector
+// selecting this MixtralDeployment's pods.
+func (w workload) spread() []corev1.TopologySpreadConstraint {
+	var out []corev1.TopologySpreadConstraint
+	for _, c := range w.obj.Spec.Engine.TopologySpreadConstraints {
+		c := *c.DeepCopy()
+		if c.LabelSelector == nil {
+			c.LabelSelector = &metav1.LabelSelector{MatchLabels: selectorLabels(w.obj.Name)}
+		}
+		out = append(out, c)
+	}
+	return out
 }
 
 // templateHash is a short, stable hash of a pod template.

@@ -200,8 +200,25 @@ func (w workload) cacheAffinity(required bool) *corev1.Affinity {
 	}}
 }
 
-// engineAffinity is the engine pods' affinity: only with a ReadWriteOnce cache.
-func (w workload) engineAffinity() *corev1.Affinity { return w.cacheAffinity(true) }
+// engineAffinity is the engine pods' affinity: spec.engine.affinity, with the required
+// pod affinity term of a ReadWriteOnce cache added (required terms must all hold).
+func (w workload) engineAffinity() *corev1.Affinity {
+	cache := w.cacheAffinity(true)
+	user := w.obj.Spec.Engine.Affinity
+	switch {
+	case user == nil:
+		return cache
+	case cache == nil:
+		return user.DeepCopy()
+	}
+	a := user.DeepCopy()
+	if a.PodAffinity == nil {
+		a.PodAffinity = &corev1.PodAffinity{}
+	}
+	a.PodAffinity.RequiredDuringSchedulingIgnoredDuringExecution = append(a.PodAffinity.RequiredDuringSchedulingIgnoredDuringExecution,
+		cache.PodAffinity.RequiredDuringSchedulingIgnoredDuringExecution...)
+	return a
+}
 
 // fsGroupChangePolicy skips the kubelet's recursive ownership change of a cache volume
 // that already has the right owner: walking a model's files on every mount takes minutes.

@@ -45,6 +45,8 @@ func withAutoscaling(a servingv1alpha1.AutoscalingSpec) func(o *servingv1alpha1.
 	return func(o *servingv1alpha1.MixtralDeployment) { o.Spec.Autoscaling = &a }
 }
 
+const podLabelsMessage = "engine.podLabels must not set the operator's labels (serving.moe-operator.io/*, app.kubernetes.io/name, instance, component, managed-by): they select the engine pods"
+
 var celCases = []celCase{
 	{
 		name:    "both preset and uri",
@@ -194,6 +196,27 @@ var celCases = []celCase{
 			o.Spec.Engine.Env = []corev1.EnvVar{{Name: "MOE_API_KEY", Value: "sk-secret"}}
 		},
 		message: "engine.env must not set MOE_API_KEY: put the key in a Secret and set engine.apiKeySecretRef (the operator mounts it as a file, so the key is in no environment variable)",
+	},
+	{
+		name: "a pod label the operator selects by",
+		mutate: func(o *servingv1alpha1.MixtralDeployment) {
+			o.Spec.Engine.PodLabels = map[string]string{"team": "a", "serving.moe-operator.io/mixtraldeployment": "other"}
+		},
+		message: podLabelsMessage,
+	},
+	{
+		name: "an app.kubernetes.io label the operator sets",
+		mutate: func(o *servingv1alpha1.MixtralDeployment) {
+			o.Spec.Engine.PodLabels = map[string]string{"app.kubernetes.io/name": "mine"}
+		},
+		message: podLabelsMessage,
+	},
+	{
+		name: "a prometheus annotation the operator sets",
+		mutate: func(o *servingv1alpha1.MixtralDeployment) {
+			o.Spec.Engine.PodAnnotations = map[string]string{"prometheus.io/port": "9090"}
+		},
+		message: "engine.podAnnotations must not set prometheus.io/scrape, port or path: the operator points them at the engine's /metrics",
 	},
 	{
 		name:    "a listen address in extraArgs",

@@ -401,6 +401,49 @@ type EngineSpec struct {
 	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|μs|ms|s|m|h))+$`
 	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('10s')",message="engine.startupTimeout must be at least 10s"
 	StartupTimeout *metav1.Duration `json:"startupTimeout,omitempty"`
+
+	// PodLabels are added to the engine pods' labels. The operator's own keys
+	// (serving.moe-operator.io/* and the app.kubernetes.io/ keys it sets) are refused.
+	// Changing them rolls the pods.
+	// +optional
+	// +kubebuilder:validation:XValidation:rule="self.all(k, !k.startsWith('serving.moe-operator.io/') && !(k in ['app.kubernetes.io/name', 'app.kubernetes.io/instance', 'app.kubernetes.io/component', 'app.kubernetes.io/managed-by']))",message="engine.podLabels must not set the operator's labels (serving.moe-operator.io/*, app.kubernetes.io/name, instance, component, managed-by): they select the engine pods"
+	PodLabels map[string]string `json:"podLabels,omitempty"`
+
+	// PodAnnotations are added to the engine pods' annotations; the operator's
+	// prometheus.io/scrape, port and path are refused. Changing them rolls the pods.
+	// +optional
+	// +kubebuilder:validation:XValidation:rule="self.all(k, !(k in ['prometheus.io/scrape', 'prometheus.io/port', 'prometheus.io/path']))",message="engine.podAnnotations must not set prometheus.io/scrape, port or path: the operator points them at the engine's /metrics"
+	PodAnnotations map[string]string `json:"podAnnotations,omitempty"`
+
+	// Affinity is the engine pods' affinity. With a ReadWriteOnce model cache the
+	// operator adds its own required pod affinity term (the replicas share the claim's
+	// node) to these.
+	// +optional
+	Affinity *corev1.Affinity `json:"affinity,omitempty"`
+
+	// TopologySpreadConstraints spread the engine pods, for example across zones. A
+	// constraint without a labelSelector selects this MixtralDeployment's pods.
+	// +optional
+	// +listType=atomic
+	TopologySpreadConstraints []corev1.TopologySpreadConstraint `json:"topologySpreadConstraints,omitempty"`
+
+	// PriorityClassName is the engine pods' PriorityClass.
+	// +optional
+	// +kubebuilder:validation:MaxLength=253
+	PriorityClassName string `json:"priorityClassName,omitempty"`
+
+	// ServiceAccountName runs the engine pods as this ServiceAccount (for workload
+	// identity, say). Its API token is still not mounted: the engine never calls the
+	// Kubernetes API.
+	// +optional
+	// +kubebuilder:validation:MaxLength=253
+	ServiceAccountName string `json:"serviceAccountName,omitempty"`
+
+	// RuntimeClassName is the engine pods' RuntimeClass (for example "nvidia" where the
+	// NVIDIA container runtime is not the default).
+	// +optional
+	// +kubebuilder:validation:MaxLength=253
+	RuntimeClassName *string `json:"runtimeClassName,omitempty"`
 }
 
 // APIKeySecretReference is a key of a Secret in the MixtralDeployment's namespace.
