@@ -108,15 +108,15 @@ func New(v Vocab) (*Tokenizer, error) {
 			t.maxPieceBytes = max(t.maxPieceBytes, len(strings.ReplaceAll(p, spaceMark, " ")))
 			prev := uint64(0)
 			for off := 0; off < len(p); {
-				c := char(p, off)
+				n := charLen(p, off)
+				c := pack(p[off : off+n])
 				if off > 0 {
 					t.joins[prev<<32|c] = struct{}{}
 				}
 				prev = c
-				off += charLen(p, off)
+				off += n
 			}
-		}
-		if v.Types[i] == Byte {
+		} else {
 			b, ok := parseByteToken(p)
 			if !ok {
 				return nil, fmt.Errorf("%w: byte token %d is %q, want <0xXX>", ErrVocab, i, p)
@@ -209,8 +209,9 @@ func (t *Tokenizer) MaxBytes(n int) int { return n * t.maxPieceBytes }
 func (t *Tokenizer) encodeChunks(text string, out []int32, limit int) []int32 {
 	var m merger
 	start, prev := 0, uint64(0)
-	for off := 0; off < len(text); off += charLen(text, off) {
-		c := char(text, off)
+	for off, n := 0, 0; off < len(text); off += n {
+		n = charLen(text, off)
+		c := pack(text[off : off+n])
 		if off > start {
 			if _, joined := t.joins[prev<<32|c]; !joined {
 				if out = m.encode(t, text[start:off], out); len(out) > limit {
@@ -228,10 +229,10 @@ func (t *Tokenizer) encodeChunks(text string, out []int32, limit int) []int32 {
 // splits text (see utf8Len).
 func charLen(text string, off int) int { return min(utf8Len(text[off]), len(text)-off) }
 
-// char packs the character at text[off:] (at most 4 bytes) into a number.
-func char(text string, off int) uint64 {
+// pack packs a character (at most 4 bytes) into a number.
+func pack(ch string) uint64 {
 	c := uint64(0)
-	for _, b := range []byte(text[off : off+charLen(text, off)]) {
+	for _, b := range []byte(ch) {
 		c = c<<8 | uint64(b)
 	}
 	return c
