@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"iter"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -28,27 +29,36 @@ func apiKeyFailure(obj *servingv1alpha1.MixtralDeployment, ref *servingv1alpha1.
 	if ref == nil {
 		return ""
 	}
-	for i := range pods {
-		pod := &pods[i]
-		if !mountsAPIKey(pod, ref) {
+	for pod, t := range failedExits(pods) {
+		if !mountsAPIKey(pod, ref) || !strings.Contains(t.Message, apiKeyPath()) {
 			continue
 		}
-		for _, c := range pod.Status.ContainerStatuses {
-			if c.Name != engineContainerName || engineUp(c) {
-				continue
-			}
-			for _, t := range []*corev1.ContainerStateTerminated{c.State.Terminated, c.LastTerminationState.Terminated} {
-				if t == nil || t.ExitCode == 0 || !strings.Contains(t.Message, apiKeyPath()) {
+		return fmt.Sprintf("Engine pod %s cannot read its API key (%s). Put the key into key %q of Secret %q in namespace %s "+
+			"(kubectl create secret generic %s -n %s --from-literal=%s=YOUR-KEY), or point engine.apiKeySecretRef at a Secret that has it; "+
+			"the restarting pods read it once the kubelet has updated their volume.",
+			pod.Name, lastLine(strings.TrimSpace(t.Message)), ref.Key, ref.Name, obj.Namespace, ref.Name, obj.Namespace, ref.Key)
+	}
+	return ""
+}
+
+// failedExits yields each engine pod whose engine container is down (not running, not
+// ready) after exiting with an error, with that exit: the current state's, then the last.
+func failedExits(pods []corev1.Pod) iter.Seq2[*corev1.Pod, *corev1.ContainerStateTerminated] {
+	return func(yield func(*corev1.Pod, *corev1.ContainerStateTerminated) bool) {
+		for i := range pods {
+			pod := &pods[i]
+			for _, c := range pod.Status.ContainerStatuses {
+				if c.Name != engineContainerName || engineUp(c) {
 					continue
 				}
-				return fmt.Sprintf("Engine pod %s cannot read its API key (%s). Put the key into key %q of Secret %q in namespace %s "+
-					"(kubectl create secret generic %s -n %s --from-literal=%s=YOUR-KEY), or point engine.apiKeySecretRef at a Secret that has it; "+
-					"the restarting pods read it once the kubelet has updated their volume.",
-					pod.Name, lastLine(strings.TrimSpace(t.Message)), ref.Key, ref.Name, obj.Namespace, ref.Name, obj.Namespace, ref.Key)
+				for _, t := range []*corev1.ContainerStateTerminated{c.State.Terminated, c.LastTerminationState.Terminated} {
+					if t != nil && t.ExitCode != 0 && !yield(pod, t) {
+						return
+					}
+				}
 			}
 		}
 	}
-	return ""
 }
 
 // mountsAPIKey reports whether pod mounts the Secret key ref names (so pods of an earlier
@@ -75,27 +85,16 @@ func engineUp(c corev1.ContainerStatus) bool { return c.Ready || c.State.Running
 // is down after exiting with an error (a model file it refuses, an out-of-memory kill, a
 // bad flag), with the last line of what it said, or "" when none is.
 func engineExitFailure(pods []corev1.Pod) string {
-	for i := range pods {
-		pod := &pods[i]
+	for pod, t := range failedExits(pods) {
 		if pod.DeletionTimestamp != nil {
 			continue
 		}
-		for _, c := range pod.Status.ContainerStatuses {
-			if c.Name != engineContainerName || engineUp(c) {
-				continue
-			}
-			for _, t := range []*corev1.ContainerStateTerminated{c.State.Terminated, c.LastTerminationState.Terminated} {
-				if t == nil || t.ExitCode == 0 {
-					continue
-				}
-				why := lastLine(strings.TrimSpace(t.Message))
-				if why == "" {
-					why = t.Reason
-				}
-				return fmt.Sprintf("Engine pod %s exited with code %d: %s. The kubelet restarts it with a growing back-off; once the cause is fixed it recovers by itself.",
-					pod.Name, t.ExitCode, strings.TrimSuffix(why, "."))
-			}
+		why := lastLine(strings.TrimSpace(t.Message))
+		if why == "" {
+			why = t.Reason
 		}
+		return fmt.Sprintf("Engine pod %s exited with code %d: %s. The kubelet restarts it with a growing back-off; once the cause is fixed it recovers by itself.",
+			pod.Name, t.ExitCode, strings.TrimSuffix(why, "."))
 	}
 	return ""
 }

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"hash/fnv"
-	"maps"
 	"math"
 	"strconv"
 	"strings"
@@ -462,20 +461,12 @@ func (w workload) podTemplate() corev1.PodTemplateSpec {
 	volumes, mounts := w.volumes()
 	spec := w.obj.Spec.Engine
 	// The user's labels and annotations first: the operator's keys win (and CEL refuses them).
-	labels := maps.Clone(spec.PodLabels)
-	if labels == nil {
-		labels = map[string]string{}
-	}
-	maps.Copy(labels, commonLabels(name))
-	annotations := maps.Clone(spec.PodAnnotations)
-	if annotations == nil {
-		annotations = map[string]string{}
-	}
-	maps.Copy(annotations, map[string]string{
+	labels := withUserKeys(commonLabels(name), spec.PodLabels)
+	annotations := withUserKeys(map[string]string{
 		"prometheus.io/scrape": "true",
 		"prometheus.io/port":   strconv.Itoa(int(w.port())),
 		"prometheus.io/path":   "/metrics",
-	})
+	}, spec.PodAnnotations)
 	return corev1.PodTemplateSpec{
 		ObjectMeta: metav1.ObjectMeta{Labels: labels, Annotations: annotations},
 		Spec: corev1.PodSpec{
@@ -514,6 +505,16 @@ func (w workload) podTemplate() corev1.PodTemplateSpec {
 			Volumes: volumes,
 		},
 	}
+}
+
+// withUserKeys adds the user's keys to the operator's map own, whose keys win.
+func withUserKeys(own, user map[string]string) map[string]string {
+	for k, v := range user {
+		if _, taken := own[k]; !taken {
+			own[k] = v
+		}
+	}
+	return own
 }
 
 // spread is spec.engine.topologySpreadConstraints, a constraint without a selector
