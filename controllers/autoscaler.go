@@ -640,7 +640,7 @@ func (r *MixtralDeploymentReconciler) observeThroughput(s *scope, as *servingv1a
 	predicted := plan.OutputTokensPerSecondPerReplica
 	if req, err := planRequest(s.obj.Spec); err == nil {
 		if q, err := planner.ParseQuantization(plan.Quantization); err == nil {
-			if p, err := planner.Predict(req, q, int(plan.TensorParallelism), batch); err == nil {
+			if p, err := planner.Predict(req, q, int(plan.TensorParallelism), int(max(1, plan.PipelineParallelism)), batch); err == nil {
 				predicted = p.OutputTokensPerSecond
 			}
 		}

@@ -527,7 +527,7 @@ func predictAt(g Gomega, obj *servingv1alpha1.MixtralDeployment, batch int) floa
 	g.Expect(err).NotTo(HaveOccurred())
 	q, err := planner.ParseQuantization(obj.Status.Plan.Quantization)
 	g.Expect(err).NotTo(HaveOccurred())
-	p, err := planner.Predict(req, q, int(obj.Status.Plan.TensorParallelism), batch)
+	p, err := planner.Predict(req, q, int(obj.Status.Plan.TensorParallelism), 1, batch)
 	g.Expect(err).NotTo(HaveOccurred())
 	return p.OutputTokensPerSecond
 }

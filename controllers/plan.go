@@ -108,6 +108,7 @@ func planRequest(spec servingv1alpha1.MixtralDeploymentSpec) (planner.Request, e
 		},
 		Overrides: planner.Overrides{Quantization: q, TensorParallelism: int(spec.TensorParallelism),
 			MaxPrecision: storedPrecision(spec.Model)},
+		Runtime: string(engineRuntime(spec)),
 	}
 	if a := spec.Autoscaling; a != nil && a.Enabled && a.MaxReplicas != nil {
 		// A plan the autoscaler could never reach is no plan.
@@ -125,11 +126,21 @@ func planRequest(spec servingv1alpha1.MixtralDeploymentSpec) (planner.Request, e
 	return req, nil
 }
 
+// engineRuntime is spec.engine.runtime, moe when unset.
+func engineRuntime(spec servingv1alpha1.MixtralDeploymentSpec) servingv1alpha1.EngineRuntime {
+	if r := spec.Engine.Runtime; r != "" {
+		return r
+	}
+	return servingv1alpha1.RuntimeMoE
+}
+
 // statusPlan converts the planner's plan to its status form (the same JSON shape).
 func statusPlan(p planner.Plan) *servingv1alpha1.Plan {
 	return &servingv1alpha1.Plan{
 		Quantization:                    string(p.Quantization),
 		TensorParallelism:               int32(p.TensorParallelism),
+		PipelineParallelism:             int32(p.PipelineParallelism),
+		NodesPerReplica:                 int32(p.NodesPerReplica),
 		GPUsPerReplica:                  int32(p.GPUsPerReplica),
 		Replicas:                        int32(p.Replicas),
 		BatchSize:                       int32(p.BatchSize),

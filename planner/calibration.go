@@ -239,17 +239,18 @@ func (m Measurement) decodeContext() float64 {
 // candidate is the performance model of m's shape on a with factors eff.
 func (m Measurement) candidate(a Accelerator, eff Efficiency) candidate {
 	return candidate{
-		model: m.Model, acc: a, quant: m.Quantization, tp: m.TensorParallelism, eff: eff,
+		model: m.Model, acc: a, quant: m.Quantization, tp: m.TensorParallelism, pp: 1, eff: eff,
 		prompt: m.PromptTokens, output: m.OutputTokens, ctx: m.PromptTokens + m.OutputTokens,
 	}
 }
 
 // efficiencies resolves the factors Solve uses per quantization: the
-// calibration's (explicit or fitted), else the accelerator's defaults.
-func efficiencies(req Request) (map[Quantization]Efficiency, error) {
+// calibration's (explicit or fitted), else the runtime's profile for the
+// accelerator.
+func efficiencies(req Request, rt Runtime) (map[Quantization]Efficiency, error) {
 	out := map[Quantization]Efficiency{}
 	for _, q := range Quantizations() {
-		out[q] = DefaultEfficiency(req.Accelerator, q)
+		out[q] = rt.efficiency(req.Accelerator, q)
 	}
 	if req.Calibration == nil {
 		return out, nil

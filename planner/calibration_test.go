@@ -137,7 +137,7 @@ func TestOneCalibrationRunPredictsOtherSizes(t *testing.T) {
 	for _, m := range []Model{benchShapes[0], benchShapes[2]} {
 		want := synthetic(a, m, Int8, 1, truth).DecodeTokensPerSecond
 		p, err := Predict(Request{Model: m, Accelerator: a, Calibration: cal,
-			Targets: Targets{PromptTokens: 128, OutputTokens: 64, Context: 192}}, Int8, 1, 1)
+			Targets: Targets{PromptTokens: 128, OutputTokens: 64, Context: 192}}, Int8, 1, 1, 1)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -10,13 +10,14 @@ const prefillTokenBudget = 8192
 // prefill is chunked to this size.
 const activationTokens = 4096
 
-// candidate is one (quantization, tensor parallelism) point of the search
-// with everything its performance model needs.
+// candidate is one (quantization, tensor parallelism, pipeline stages) point
+// of the search with everything its performance model needs.
 type candidate struct {
 	model  Model
 	acc    Accelerator
 	quant  Quantization
 	tp     int
+	pp     int // pipeline stages, one per node; 1 on one node
 	eff    Efficiency
 	prompt int // tokens per request
 	output int // generated tokens per request
@@ -31,15 +32,29 @@ func expertsTouched(experts, used int, n float64) float64 {
 	return e * (1 - math.Pow(1-float64(used)/e, n))
 }
 
-// weightBytesPerGPU is one shard's weights.
-func (c candidate) weightBytesPerGPU() float64 {
-	return float64(c.model.WeightBytesPerShard(c.quant, c.tp))
+// stageLayers is the share of the layers the largest pipeline stage holds:
+// ceil(layers/pp)/layers, 1 without pipeline parallelism.
+func (c candidate) stageLayers() float64 {
+	l := c.model.Layers
+	return float64((l+c.pp-1)/c.pp) / float64(l)
 }
 
-// kvBytesPerTokenPerGPU is the KV cache one token occupies on one shard.
-func (c candidate) kvBytesPerTokenPerGPU() float64 {
+// weightBytesPerGPU is one shard's weights (of the largest stage).
+func (c candidate) weightBytesPerGPU() float64 {
+	return float64(c.model.WeightBytesPerShard(c.quant, c.tp)) * c.stageLayers()
+}
+
+// kvBytesPerTokenPerShard is one token's KV cache over all layers of one
+// tensor-parallel shard: what a pass through every stage reads.
+func (c candidate) kvBytesPerTokenPerShard() float64 {
 	m := c.model
 	return 2 * float64(m.Layers*m.kvHeadsPerShard(c.tp)*m.HeadDim) * c.acc.KVBytesPerElement
+}
+
+// kvBytesPerTokenPerGPU is the KV cache one token occupies on one device:
+// its shard of the largest stage's layers.
+func (c candidate) kvBytesPerTokenPerGPU() float64 {
+	return c.kvBytesPerTokenPerShard() * c.stageLayers()
 }
 
 // kvTokens is the KV capacity a batch of b sequences needs: every sequence
@@ -64,6 +79,13 @@ func (c candidate) activationBytesPerGPU(b int) float64 {
 func (c candidate) memoryPerGPU(b int) float64 {
 	return c.weightBytesPerGPU() + c.kvTokens(b)*c.kvBytesPerTokenPerGPU() +
 		c.activationBytesPerGPU(b) + float64(c.acc.RuntimeOverheadBytes)
+}
+
+// pipelineHops is the time a micro-batch of n tokens spends crossing the
+// pp−1 stage boundaries between nodes: one send of its hidden states each.
+func (c candidate) pipelineHops(n float64) float64 {
+	msg := n * float64(c.model.HiddenSize) * c.acc.ActivationBytesPerElement
+	return float64(c.pp-1) * (interNodeLatency + msg/interNodeBandwidth)
 }
 
 // passCost is the work one forward pass does on one shard, split by kind of
@@ -132,7 +154,7 @@ func (c candidate) decodeStep(b int, ctx float64) float64 {
 	return c.seconds(passCost{
 		weightBytes:    c.weightBytesRead(n),
 		weightFLOPs:    n * c.denseFLOPs(),
-		attentionBytes: n * ctx * c.kvBytesPerTokenPerGPU(),
+		attentionBytes: n * ctx * c.kvBytesPerTokenPerShard(),
 		attentionFLOPs: n * c.attentionFLOPs(ctx),
 		allReduce:      c.allReduceSeconds(n),
 	})
@@ -145,7 +167,7 @@ func (c candidate) prefill(n int) float64 {
 	return c.seconds(passCost{
 		weightBytes:    c.weightBytesRead(tokens),
 		weightFLOPs:    tokens * c.denseFLOPs(),
-		attentionBytes: tokens * c.kvBytesPerTokenPerGPU(),
+		attentionBytes: tokens * c.kvBytesPerTokenPerShard(),
 		attentionFLOPs: tokens * c.attentionFLOPs(p/2),
 		allReduce:      c.allReduceSeconds(tokens),
 	})
@@ -166,13 +188,20 @@ type performance struct {
 // the sequences that replace finished ones, so the mean inter-token latency
 // is step + b·(amortised prefill)/O. A new request waits half a step, then
 // M/D/1 queueing behind other prefills (utilisation ρ), then its own prefill.
+//
+// With pp pipeline stages the batch runs as pp micro-batches of b/pp, one in
+// each stage: a sequence gets its next token once its micro-batch has passed
+// every stage, which costs one decode step of b/pp sequences over the whole
+// model (each stage streams its weights once per micro-batch) plus the hops
+// between nodes; each stage spends 1/pp of every prefill.
 func (c candidate) at(b int) performance {
-	step := c.decodeStep(b, float64(c.prompt)+float64(c.output)/2)
+	micro := float64((b + c.pp - 1) / c.pp)
+	step := c.decodeStep(int(micro), float64(c.prompt)+float64(c.output)/2) + c.pipelineHops(micro)
 	group := max(1, min(b, prefillTokenBudget/max(1, c.prompt)))
-	amortised := c.prefill(group) / float64(group)
+	amortised := c.prefill(group) / float64(group) / float64(c.pp)
 	itl := step + float64(b)*amortised/float64(c.output)
 	rho := float64(b) * amortised / float64(c.output) / itl
-	single := c.prefill(1)
+	single := c.prefill(1) + c.pipelineHops(float64(c.prompt))
 	ttft := step/2 + rho/(2*(1-rho))*single + single
 	return performance{
 		batch:      b,

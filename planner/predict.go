@@ -23,12 +23,13 @@ type Prediction struct {
 }
 
 // Predict evaluates the performance model for req's model and accelerator at
-// quantization q, tensor parallelism tp and batch size batch, with the
-// efficiency factors Solve would use (defaults, or req.Calibration). It
+// quantization q, tensor parallelism tp, pp pipeline stages (1 on one node)
+// and batch size batch, with the efficiency factors Solve would use (the
+// runtime's profile, or req.Calibration). It
 // ignores the targets' bounds and req.Overrides, and does not check memory.
 // Errors wrap ErrInvalidRequest, ErrUnknownQuantization or
 // ErrInvalidCalibration.
-func Predict(req Request, q Quantization, tp, batch int) (Prediction, error) {
+func Predict(req Request, q Quantization, tp, pp, batch int) (Prediction, error) {
 	req = req.withDefaults()
 	if err := req.validate(); err != nil {
 		return Prediction{}, err
@@ -36,15 +37,19 @@ func Predict(req Request, q Quantization, tp, batch int) (Prediction, error) {
 	switch {
 	case q == Auto || q.rank() >= len(Quantizations()):
 		return Prediction{}, fmt.Errorf("%w: %q", ErrUnknownQuantization, string(q))
-	case tp < 1 || batch < 1:
-		return Prediction{}, fmt.Errorf("%w: tensor parallelism and batch must be positive", ErrInvalidRequest)
+	case tp < 1 || pp < 1 || batch < 1:
+		return Prediction{}, fmt.Errorf("%w: tensor parallelism, pipeline stages and batch must be positive", ErrInvalidRequest)
 	}
-	effs, err := efficiencies(req)
+	rt, err := RuntimeByName(req.Runtime)
+	if err != nil {
+		return Prediction{}, err
+	}
+	effs, err := efficiencies(req, rt)
 	if err != nil {
 		return Prediction{}, err
 	}
 	c := candidate{
-		model: req.Model, acc: req.Accelerator, quant: q, tp: tp, eff: effs[q],
+		model: req.Model, acc: req.Accelerator, quant: q, tp: tp, pp: pp, eff: effs[q],
 		prompt: req.Targets.PromptTokens, output: req.Targets.OutputTokens, ctx: req.Targets.Context,
 	}
 	step := c.decodeStep(batch, float64(c.prompt)+float64(c.output)/2)

@@ -28,6 +28,10 @@ type Request struct {
 	// Calibration, when set, overrides the efficiency factors it holds (or
 	// fits from its measurements); other precisions keep their defaults.
 	Calibration *Calibration
+	// Runtime is the engine's profile key (RuntimeMoE, RuntimeVLLM); ""
+	// means RuntimeMoE. It sets the precisions searched, the efficiency
+	// factors and whether a replica may span nodes.
+	Runtime string
 }
 
 // Targets are the service levels a deployment must meet. Zero latency bounds
@@ -125,6 +129,13 @@ func (r Request) validate() error {
 	}
 	if tp := r.Overrides.TensorParallelism; tp < 0 {
 		return fmt.Errorf("%w: tensor parallelism must be positive, got %d", ErrInvalidRequest, tp)
+	}
+	rt, err := RuntimeByName(r.Runtime)
+	if err != nil {
+		return err
+	}
+	if rt.Name != RuntimeMoE && r.Accelerator.ResourceName == "" {
+		return fmt.Errorf("%w: the %s runtime runs on GPUs; %s is served by the moe runtime", ErrInvalidRequest, rt.Name, r.Accelerator.Name)
 	}
 	if c := r.Calibration; c != nil && c.Accelerator != "" && c.Accelerator != r.Accelerator.Name {
 		return fmt.Errorf("%w: calibration was measured on %q, not %q", ErrInvalidCalibration, c.Accelerator, r.Accelerator.Name)

@@ -10,7 +10,14 @@ import (
 type Plan struct {
 	Quantization      Quantization `json:"quantization"`
 	TensorParallelism int          `json:"tensorParallelism"`
-	// GPUsPerReplica equals TensorParallelism (one shard per device).
+	// PipelineParallelism is the pipeline stages per replica: 1, or one
+	// stage per node when a replica spans nodes.
+	PipelineParallelism int `json:"pipelineParallelism"`
+	// NodesPerReplica is the nodes one replica spans: 1 unless the model
+	// needs more GPUs than one node has (a multi-node runtime only).
+	NodesPerReplica int `json:"nodesPerReplica"`
+	// GPUsPerReplica is TensorParallelism × PipelineParallelism (one shard
+	// per device).
 	GPUsPerReplica int `json:"gpusPerReplica"`
 	Replicas       int `json:"replicas"`
 	// BatchSize is the concurrent sequences per replica the plan assumes:
@@ -31,13 +38,17 @@ type Plan struct {
 // TotalGPUs is GPUsPerReplica × Replicas.
 func (p Plan) TotalGPUs() int { return p.GPUsPerReplica * p.Replicas }
 
-// Name is the candidate's short name, such as "BF16 TP2".
-func (p Plan) Name() string { return candidateName(p.Quantization, p.TensorParallelism) }
+// Name is the candidate's short name, such as "BF16 TP2" or "BF16 TP8 PP2".
+func (p Plan) Name() string {
+	return candidateName(p.Quantization, p.TensorParallelism, p.PipelineParallelism)
+}
 
 // Rejection is a candidate the search discarded and why.
 type Rejection struct {
 	Quantization      Quantization `json:"quantization"`
 	TensorParallelism int          `json:"tensorParallelism"`
+	// PipelineParallelism is the candidate's stages (nodes); 1 for one node.
+	PipelineParallelism int `json:"pipelineParallelism"`
 	// Reason is a sentence without the candidate's name, such as "93.4 GB
 	// of weights exceed 80 GB".
 	Reason string `json:"reason"`
@@ -46,7 +57,7 @@ type Rejection struct {
 // String is the candidate's name and the reason: "BF16 TP1: 93.4 GB of
 // weights exceed 80 GB".
 func (r Rejection) String() string {
-	return candidateName(r.Quantization, r.TensorParallelism) + ": " + r.Reason
+	return candidateName(r.Quantization, r.TensorParallelism, r.PipelineParallelism) + ": " + r.Reason
 }
 
 // Result is Solve's answer.
@@ -80,6 +91,9 @@ func (r Result) MarshalJSON() ([]byte, error) {
 	return json.Marshal(s)
 }
 
-func candidateName(q Quantization, tp int) string {
+func candidateName(q Quantization, tp, pp int) string {
+	if pp > 1 {
+		return fmt.Sprintf("%s TP%d PP%d", q, tp, pp)
+	}
 	return fmt.Sprintf("%s TP%d", q, tp)
 }

@@ -26,7 +26,11 @@ func Solve(req Request) (Result, error) {
 	if err := req.validate(); err != nil {
 		return Result{}, err
 	}
-	effs, err := efficiencies(req)
+	rt, err := RuntimeByName(req.Runtime)
+	if err != nil {
+		return Result{}, err
+	}
+	effs, err := efficiencies(req, rt)
 	if err != nil {
 		return Result{}, err
 	}
@@ -36,15 +40,15 @@ func Solve(req Request) (Result, error) {
 		failures []failure
 	)
 	for _, q := range quantizationsFor(req) {
-		for _, tp := range tensorParallelFor(req) {
+		for _, par := range parallelismFor(req, rt) {
 			c := candidate{
-				model: req.Model, acc: req.Accelerator, quant: q, tp: tp, eff: effs[q],
+				model: req.Model, acc: req.Accelerator, quant: q, tp: par.tp, pp: par.pp, eff: effs[q],
 				prompt: req.Targets.PromptTokens, output: req.Targets.OutputTokens, ctx: req.Targets.Context,
 			}
-			p, f := evaluate(c, req)
+			p, f := evaluate(c, req, rt)
 			if f != nil {
 				failures = append(failures, *f)
-				res.Rejected = append(res.Rejected, Rejection{Quantization: q, TensorParallelism: tp, Reason: f.reason})
+				res.Rejected = append(res.Rejected, Rejection{Quantization: q, TensorParallelism: par.tp, PipelineParallelism: par.pp, Reason: f.reason})
 				continue
 			}
 			feasible = append(feasible, p)
@@ -55,7 +59,7 @@ func Solve(req Request) (Result, error) {
 	}
 	if len(feasible) == 0 {
 		res.Alternatives = []Plan{}
-		return res, fmt.Errorf("%w: %s", ErrInfeasible, needed(req, failures))
+		return res, fmt.Errorf("%w: %s", ErrInfeasible, needed(req, rt, failures))
 	}
 	sort.SliceStable(feasible, func(i, j int) bool { return better(feasible[i], feasible[j]) })
 	explain(feasible)
@@ -72,19 +76,35 @@ func quantizationsFor(req Request) []Quantization {
 	return Quantizations()
 }
 
-// tensorParallelFor is the pinned shard count or every candidate that fits
-// in one node.
-func tensorParallelFor(req Request) []int {
-	if tp := req.Overrides.TensorParallelism; tp > 0 {
-		return []int{tp}
-	}
+// parallelism is one (tensor, pipeline) split of a replica.
+type parallelism struct{ tp, pp int }
+
+// parallelismFor is the pinned shard count or every candidate that fits in
+// one node, and, for a runtime whose replicas may span nodes, a full node's
+// tensor-parallel group repeated over 2 or 4 nodes as pipeline stages.
+func parallelismFor(req Request, rt Runtime) []parallelism {
 	var tps []int
-	for _, tp := range tensorParallelCandidates {
-		if tp <= req.Accelerator.GPUsPerNode {
-			tps = append(tps, tp)
+	if tp := req.Overrides.TensorParallelism; tp > 0 {
+		tps = []int{tp}
+	} else {
+		for _, tp := range tensorParallelCandidates {
+			if tp <= req.Accelerator.GPUsPerNode {
+				tps = append(tps, tp)
+			}
 		}
 	}
-	return tps
+	var out []parallelism
+	for _, tp := range tps {
+		out = append(out, parallelism{tp, 1})
+	}
+	if last := tps[len(tps)-1]; last == req.Accelerator.GPUsPerNode {
+		for _, pp := range pipelineCandidates[1:] {
+			if pp <= rt.MaxNodesPerReplica {
+				out = append(out, parallelism{last, pp})
+			}
+		}
+	}
+	return out
 }
 
 // failureKind groups rejections so an infeasible error can say what would be
@@ -106,7 +126,7 @@ const (
 type failure struct {
 	kind   failureKind
 	quant  Quantization
-	tp     int
+	tp, pp int
 	need   float64
 	reason string
 }
@@ -114,14 +134,17 @@ type failure struct {
 // evaluate sizes one candidate: the largest batch that fits memory and the
 // latency bounds (the best throughput in offline mode), then the replicas
 // for the target and the smallest batch that still meets it.
-func evaluate(c candidate, req Request) (Plan, *failure) {
+func evaluate(c candidate, req Request, rt Runtime) (Plan, *failure) {
 	a, m := c.acc, c.model
 	fail := func(kind failureKind, need float64, format string, args ...any) (Plan, *failure) {
-		return Plan{}, &failure{kind: kind, quant: c.quant, tp: c.tp, need: need, reason: fmt.Sprintf(format, args...)}
+		return Plan{}, &failure{kind: kind, quant: c.quant, tp: c.tp, pp: c.pp, need: need, reason: fmt.Sprintf(format, args...)}
 	}
 	switch p := req.Overrides.MaxPrecision; {
 	case p != "" && p != Auto && c.quant.rank() < p.rank():
 		return fail(failPrecision, 0, "the weights are stored as %s; the engine does not convert them up to %s", p, c.quant)
+	case !rt.serves(c.quant, p):
+		return fail(failUnsupported, 0, "%s quantizes full-precision weights only to %v; serve %s from a checkpoint quantized ahead of time (set model.storedPrecision)",
+			rt.Name, rt.Quantizations, c.quant)
 	case !a.SupportsQuantization(c.quant):
 		return fail(failUnsupported, 0, "%s has no %s support", a.Name, c.quant)
 	case c.tp > a.GPUsPerNode:
@@ -133,7 +156,7 @@ func evaluate(c candidate, req Request) (Plan, *failure) {
 	}
 	weights := c.weightBytesPerGPU()
 	if weights > float64(a.MemoryBytes) {
-		if c.tp == 1 {
+		if c.tp*c.pp == 1 {
 			return fail(failMemory, weights, "%s of weights exceed %s", gigabytes(weights), gigabytes(float64(a.MemoryBytes)))
 		}
 		return fail(failMemory, weights, "%s of weights per GPU exceed %s", gigabytes(weights), gigabytes(float64(a.MemoryBytes)))
@@ -183,7 +206,9 @@ func evaluate(c candidate, req Request) (Plan, *failure) {
 	return Plan{
 		Quantization:                    c.quant,
 		TensorParallelism:               c.tp,
-		GPUsPerReplica:                  c.tp,
+		PipelineParallelism:             c.pp,
+		NodesPerReplica:                 c.pp,
+		GPUsPerReplica:                  c.tp * c.pp,
 		Replicas:                        replicas,
 		BatchSize:                       chosen.batch,
 		OutputTokensPerSecondPerReplica: round(chosen.throughput, 1),
@@ -205,6 +230,8 @@ func better(a, b Plan) bool {
 		return a.ITLSeconds < b.ITLSeconds
 	case a.TTFTSeconds != b.TTFTSeconds:
 		return a.TTFTSeconds < b.TTFTSeconds
+	case a.NodesPerReplica != b.NodesPerReplica:
+		return a.NodesPerReplica < b.NodesPerReplica
 	}
 	return a.TensorParallelism < b.TensorParallelism
 }
@@ -229,7 +256,7 @@ func explain(ranked []Plan) {
 
 // needed explains what an infeasible request lacks, from the failures that
 // came closest.
-func needed(req Request, failures []failure) string {
+func needed(req Request, rt Runtime, failures []failure) string {
 	closest := map[failureKind]failure{}
 	for _, f := range failures {
 		if c, ok := closest[f.kind]; !ok || f.need < c.need {
@@ -238,24 +265,28 @@ func needed(req Request, failures []failure) string {
 	}
 	var parts []string
 	if f, ok := closest[failMemory]; ok {
-		parts = append(parts, fmt.Sprintf("the smallest shard (%s) needs %s but %s has %s usable; use an accelerator with more memory, a larger tensor parallelism or a shorter context",
-			candidateName(f.quant, f.tp), gigabytes(f.need), req.Accelerator.Name, gigabytes(float64(req.Accelerator.UsableMemoryBytes()))))
+		remedy := "use an accelerator with more memory, a larger tensor parallelism or a shorter context"
+		if rt.MaxNodesPerReplica == 1 && f.tp == req.Accelerator.GPUsPerNode {
+			remedy = fmt.Sprintf("one node is not enough and the %s runtime runs a replica on one node only: use an accelerator with more memory, a shorter context, or the vllm runtime, which spreads a replica over nodes", rt.Name)
+		}
+		parts = append(parts, fmt.Sprintf("the smallest shard (%s) needs %s but %s has %s usable; %s",
+			candidateName(f.quant, f.tp, f.pp), gigabytes(f.need), req.Accelerator.Name, gigabytes(float64(req.Accelerator.UsableMemoryBytes())), remedy))
 	}
 	if f, ok := closest[failITL]; ok {
 		parts = append(parts, fmt.Sprintf("the fastest candidate (%s) reaches an ITL of %s at batch 1; allow an ITL of at least %s or use a faster accelerator",
-			candidateName(f.quant, f.tp), millis(f.need), millis(f.need)))
+			candidateName(f.quant, f.tp, f.pp), millis(f.need), millis(f.need)))
 	}
 	if f, ok := closest[failTTFT]; ok {
 		parts = append(parts, fmt.Sprintf("the fastest candidate (%s) reaches a TTFT of %s at batch 1; allow a TTFT of at least %s, shorter prompts or a faster accelerator",
-			candidateName(f.quant, f.tp), millis(f.need), millis(f.need)))
+			candidateName(f.quant, f.tp, f.pp), millis(f.need), millis(f.need)))
 	}
 	if f, ok := closest[failReplicas]; ok {
 		parts = append(parts, fmt.Sprintf("the best candidate (%s) needs %.0f replicas for the target; allow that many replicas, lower the throughput target or relax the latency bounds",
-			candidateName(f.quant, f.tp), f.need))
+			candidateName(f.quant, f.tp, f.pp), f.need))
 	}
 	if len(parts) == 0 {
 		for _, f := range failures {
-			parts = append(parts, candidateName(f.quant, f.tp)+": "+f.reason)
+			parts = append(parts, candidateName(f.quant, f.tp, f.pp)+": "+f.reason)
 		}
 	}
 	return strings.Join(parts, "; ")

@@ -42,7 +42,7 @@ func TestSolveAnswersTheIssueExample(t *testing.T) {
 	if got := p.OutputTokensPerSecondPerReplica * float64(p.Replicas); got < 5000-0.1 {
 		t.Errorf("plan delivers %.0f tok/s, want at least 5000", got)
 	}
-	want := Rejection{Quantization: BF16, TensorParallelism: 1, Reason: "93.4 GB of weights exceed 80 GB"}
+	want := Rejection{Quantization: BF16, TensorParallelism: 1, PipelineParallelism: 1, Reason: "93.4 GB of weights exceed 80 GB"}
 	if len(res.Rejected) == 0 || res.Rejected[0] != want {
 		t.Errorf("rejected = %v, want first %v", res.Rejected, want)
 	}
@@ -247,7 +247,7 @@ func TestSolveIsDeterministic(t *testing.T) {
 
 func TestMemoryGrowsWithTheBatchByTheKVCache(t *testing.T) {
 	req := request(t, "mixtral-8x7b", "h100-80gb", Targets{}, Overrides{}).withDefaults()
-	c := candidate{model: req.Model, acc: req.Accelerator, quant: BF16, tp: 2, eff: defaultEfficiency[BF16],
+	c := candidate{model: req.Model, acc: req.Accelerator, quant: BF16, tp: 2, pp: 1, eff: defaultEfficiency[BF16],
 		prompt: 1000, output: 250, ctx: 32768}
 	// Below 32768/1250 sequences the KV reservation is one full context.
 	small, large := c.memoryPerGPU(10), c.memoryPerGPU(100)

@@ -14,18 +14,22 @@ import (
 func WriteTable(w io.Writer, req Request, res Result) error {
 	req = req.withDefaults()
 	var b strings.Builder
-	fmt.Fprintf(&b, "%s on %s: %s\n", modelName(req.Model), req.Accelerator.Name, describeTargets(req))
+	rt := req.Runtime
+	if rt == "" {
+		rt = RuntimeMoE
+	}
+	fmt.Fprintf(&b, "%s on %s with the %s runtime: %s\n", modelName(req.Model), req.Accelerator.Name, rt, describeTargets(req))
 	if res.Plan.GPUsPerReplica > 0 {
 		b.WriteString("\n")
 		tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
-		fmt.Fprintln(tw, "RANK\tGPUS\tQUANT\tTP\tREPLICAS\tBATCH\tTOK/S/REPLICA\tTOK/S TOTAL\tTTFT\tITL\tMEM/GPU\t")
+		fmt.Fprintln(tw, "RANK\tGPUS\tQUANT\tTP\tPP\tNODES/REPLICA\tREPLICAS\tBATCH\tTOK/S/REPLICA\tTOK/S TOTAL\tTTFT\tITL\tMEM/GPU\t")
 		for i, p := range append([]Plan{res.Plan}, res.Alternatives...) {
 			mark := " "
 			if i == 0 {
 				mark = "*"
 			}
-			fmt.Fprintf(tw, "%s%d\t%d\t%s\t%d\t%d\t%d\t%s\t%s\t%s\t%s\t%s\t\n",
-				mark, i+1, p.TotalGPUs(), p.Quantization, p.TensorParallelism, p.Replicas, p.BatchSize,
+			fmt.Fprintf(tw, "%s%d\t%d\t%s\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t%s\t%s\t%s\t\n",
+				mark, i+1, p.TotalGPUs(), p.Quantization, p.TensorParallelism, p.PipelineParallelism, p.NodesPerReplica, p.Replicas, p.BatchSize,
 				thousands(p.OutputTokensPerSecondPerReplica), thousands(p.OutputTokensPerSecondPerReplica*float64(p.Replicas)),
 				millis(p.TTFTSeconds), millis(p.ITLSeconds), gigabytes(float64(p.MemoryPerGPUBytes)))
 		}

@@ -74,6 +74,10 @@ const (
 	// model file it refuses, an out-of-memory kill); the message has its last words. The
 	// same reason is a Warning event.
 	ReasonEngineFailing = "EngineFailing"
+	// ReasonLeaderWorkerSetMissing (Degraded, Available and Progressing): the plan runs each
+	// replica across nodes, which needs the LeaderWorkerSet API, and the cluster does not
+	// serve it.
+	ReasonLeaderWorkerSetMissing = "LeaderWorkerSetMissing"
 )
 
 // Event reasons the reconciler records on a MixtralDeployment.

@@ -47,6 +47,20 @@ const (
 	QuantizationInt4 Quantization = "Int4"
 )
 
+// EngineRuntime is the inference engine the pods run.
+// +kubebuilder:validation:Enum=moe;vllm
+type EngineRuntime string
+
+// Engine runtimes.
+const (
+	// RuntimeMoE is this project's engine (`moe serve`): GGUF and safetensors, every
+	// accelerator including cpu, one node per replica.
+	RuntimeMoE EngineRuntime = "moe"
+	// RuntimeVLLM is the vLLM OpenAI-compatible server: GPUs only, BF16 or FP8 from
+	// full-precision weights, and replicas that span nodes through a LeaderWorkerSet.
+	RuntimeVLLM EngineRuntime = "vllm"
+)
+
 // AutoscalingMetric is the load signal the built-in autoscaler follows.
 // +kubebuilder:validation:Enum=Concurrency;QueueDepth;KVCacheUsage;OutputTokensPerSecond
 type AutoscalingMetric string
@@ -344,8 +358,19 @@ type AutoscalingSpec struct {
 // +kubebuilder:validation:XValidation:rule="!has(self.env) || self.env.all(e, e.name != 'MOE_API_KEY')",message="engine.env must not set MOE_API_KEY: put the key in a Secret and set engine.apiKeySecretRef (the operator mounts it as a file, so the key is in no environment variable)"
 // +kubebuilder:validation:XValidation:rule="!has(self.extraArgs) || self.extraArgs.all(a, a != '--host' && !a.startsWith('--host='))",message="engine.extraArgs must not set --host: the operator owns the listen address (all interfaces, so that the probes, the Service and the autoscaler reach the engine)"
 // +kubebuilder:validation:XValidation:rule="!has(self.extraArgs) || (self.extraArgs.all(a, !a.startsWith('--shutdown-grace=') || a == '--shutdown-grace=0' || (a.substring(17).matches('^([0-9]+([.][0-9]+)?(ns|us|µs|μs|ms|s|m|h))+$') && duration(a.substring(17)) <= duration('40s'))) && self.extraArgs.all(i, a, a != '--shutdown-grace' || (i + 1 < size(self.extraArgs) && (self.extraArgs[i + 1] == '0' || (self.extraArgs[i + 1].matches('^([0-9]+([.][0-9]+)?(ns|us|µs|μs|ms|s|m|h))+$') && duration(self.extraArgs[i + 1]) <= duration('40s'))))))",message="engine.extraArgs --shutdown-grace must be a duration of at most 40s, for example 30s: the pod's termination grace period is 45s and the preStop sleep before SIGTERM takes 5s, so a longer grace would be cut off by SIGKILL"
+// +kubebuilder:validation:XValidation:rule="!has(self.extraArgs) || !has(self.runtime) || self.runtime != 'vllm' || self.extraArgs.all(a, !['--tensor-parallel-size', '-tp', '--pipeline-parallel-size', '-pp', '--max-model-len', '--gpu-memory-utilization', '--distributed-executor-backend'].exists(f, a == f || a.startsWith(f + '=')))",message="engine.extraArgs must not set --tensor-parallel-size, --pipeline-parallel-size, --max-model-len, --gpu-memory-utilization or --distributed-executor-backend: with runtime vllm the operator sets them from the plan"
 type EngineSpec struct {
-	// Image is the engine image. Defaults to the operator's --engine-image.
+	// Runtime is the inference engine: moe (this project's engine, the default) or vllm
+	// (the vLLM OpenAI server). The planner sizes the plan with the runtime's own profile.
+	// With vllm, a plan that needs more GPUs than one node has runs each replica across
+	// nodes as a LeaderWorkerSet (the LWS controller must be installed); see
+	// docs/runtimes.md.
+	// +optional
+	// +kubebuilder:default=moe
+	Runtime EngineRuntime `json:"runtime,omitempty"`
+
+	// Image is the engine image. Defaults to the operator's --engine-image for the moe
+	// runtime and to its --vllm-image for vllm.
 	// +optional
 	// +kubebuilder:validation:MaxLength=1024
 	Image string `json:"image,omitempty"`
@@ -466,6 +491,9 @@ type APIKeySecretReference struct {
 
 // MixtralDeploymentSpec is the desired state of a MixtralDeployment.
 //
+// +kubebuilder:validation:XValidation:rule="!has(self.engine) || !has(self.engine.runtime) || self.engine.runtime != 'vllm' || self.accelerator.type != 'cpu'",message="engine.runtime vllm runs on GPUs: choose a GPU accelerator.type, or the moe runtime for cpu"
+// +kubebuilder:validation:XValidation:rule="!has(self.engine) || !has(self.engine.runtime) || self.engine.runtime != 'vllm' || !has(self.model.uri) || !self.model.uri.startsWith('https://') || has(self.model.cache)",message="engine.runtime vllm downloads only from Hugging Face: an https:// model needs model.cache (the loader Job downloads it) or the moe runtime"
+// +kubebuilder:validation:XValidation:rule="!has(self.engine) || !has(self.engine.runtime) || self.engine.runtime != 'vllm' || !has(self.model.uri) || !self.model.uri.matches('^hf://[^/]+/[^/@]+(@[^/@]+)?/.+$') || has(self.model.cache)",message="engine.runtime vllm downloads whole Hugging Face repositories, not one file of one: set model.cache (the loader Job fetches the file), name the repository alone, or use the moe runtime"
 // +kubebuilder:validation:XValidation:rule="self.quantization != 'FP8' || self.accelerator.type in ['h100-80gb', 'h200', 'l40s', 'l4']",message="quantization FP8 needs an accelerator with FP8 support (h100-80gb, h200, l40s, l4); on a100-80gb, a100-40gb and cpu choose Auto, BF16, Int8 or Int4"
 // +kubebuilder:validation:XValidation:rule="!has(self.accelerator.maxPerNode) || self.tensorParallelism <= self.accelerator.maxPerNode",message="tensorParallelism must not exceed accelerator.maxPerNode: a replica's tensor-parallel group runs on one node"
 // +kubebuilder:validation:XValidation:rule="!has(self.engine) || !has(self.engine.resources) || ((!has(self.engine.resources.limits) || !(self.accelerator.resourceName in self.engine.resources.limits)) && (!has(self.engine.resources.requests) || !(self.accelerator.resourceName in self.engine.resources.requests)))",messageExpression="'engine.resources must not set ' + self.accelerator.resourceName + ': the operator requests the plan\\'s GPUs per replica'"
@@ -518,9 +546,19 @@ type MixtralDeploymentSpec struct {
 type Plan struct {
 	// Quantization is the chosen weight precision (BF16, FP8, Int8 or Int4).
 	Quantization string `json:"quantization"`
-	// TensorParallelism is the number of shards per replica.
+	// TensorParallelism is the number of shards per replica (per node when a replica spans
+	// nodes).
 	TensorParallelism int32 `json:"tensorParallelism"`
-	// GPUsPerReplica is the number of accelerators each replica requests (0 on cpu).
+	// PipelineParallelism is the pipeline stages per replica: 1, or one per node when a
+	// replica spans nodes.
+	// +optional
+	PipelineParallelism int32 `json:"pipelineParallelism,omitempty"`
+	// NodesPerReplica is the nodes one replica spans: more than 1 only for the vllm runtime,
+	// which then runs as a LeaderWorkerSet.
+	// +optional
+	NodesPerReplica int32 `json:"nodesPerReplica,omitempty"`
+	// GPUsPerReplica is the number of accelerators each replica requests in total, over all
+	// its nodes (0 on cpu).
 	GPUsPerReplica int32 `json:"gpusPerReplica"`
 	// Replicas is the number of replicas that meets the throughput target.
 	Replicas int32 `json:"replicas"`

@@ -30,12 +30,15 @@ func newPlanCmd() *cobra.Command {
 		Long: `Plan sizes a Mixtral deployment without a GPU: it searches quantization
 (BF16, FP8 where supported, Int8, Int4) and tensor parallelism (1, 2, 4, 8 up
 to the GPUs per node) for the fewest GPUs that meet the targets, then prefers
-higher precision and lower latency. Without --ttft and --itl no latency bound
+higher precision and lower latency. --runtime vllm plans with vLLM's profile:
+BF16 or FP8, and a replica may span 2 or 4 nodes (one pipeline stage per node)
+when one node's GPUs cannot hold the model. Without --ttft and --itl no latency bound
 applies and each replica runs at its maximum throughput (offline mode).
 
 --model takes a catalog name or a JSON file with a custom shape.`,
 		Example: `  moe plan --model mixtral-8x7b --accelerator h100-80gb --output-tokens-per-second 5000 --ttft 500ms --itl 50ms
-  moe plan --model mixtral-8x22b --accelerator h200 --quantization fp8 --json`,
+  moe plan --model mixtral-8x22b --accelerator h200 --quantization fp8 --json
+  moe plan --model mixtral-8x22b --accelerator l4 --quantization bf16 --runtime vllm`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return runPlan(cmd, &f) },
 	}
@@ -51,6 +54,7 @@ applies and each replica runs at its maximum throughput (offline mode).
 	fl.StringVar(&f.quantization, "quantization", "auto", "pin the weight format: auto, bf16, fp8, int8, int4")
 	fl.IntVar(&f.req.Overrides.TensorParallelism, "tensor-parallel", 0, "pin the GPUs per replica (0: search)")
 	fl.IntVar(&f.req.MaxBatchSize, "max-num-seqs", planner.DefaultMaxBatchSize, "the engine's cap on concurrent sequences per replica")
+	fl.StringVar(&f.req.Runtime, "runtime", planner.RuntimeMoE, "the engine's profile: "+strings.Join(planner.RuntimeNames(), ", ")+" (vllm: BF16 or FP8, and replicas may span nodes)")
 	fl.StringVar(&f.calibration, "calibration", "", "calibration file written by `moe bench` (overrides efficiency factors)")
 	fl.BoolVar(&f.json, "json", false, "print {plan, alternatives, rejected} as JSON")
 	_ = cmd.MarkFlagRequired("model")

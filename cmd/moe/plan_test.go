@@ -70,6 +70,11 @@ func TestPlanGolden(t *testing.T) {
 			[]string{"--model", "mixtral-8x7b-instruct", "--accelerator", "l40s", "--output-tokens-per-second", "1000", "--itl", "100ms", "--json"},
 		},
 		{
+			"the vllm runtime spreads a replica over nodes when one node cannot hold it",
+			"plan_8x22b_l4_vllm.golden",
+			[]string{"--model", "mixtral-8x22b", "--accelerator", "l4", "--quantization", "bf16", "--runtime", "vllm", "--json"},
+		},
+		{
 			"the cpu profile plans the engine on this machine class",
 			"plan_cpu.golden",
 			[]string{"--model", "testdata/small_moe.json", "--accelerator", "cpu", "--prompt-tokens", "64", "--output-tokens", "64", "--itl", "200ms"},

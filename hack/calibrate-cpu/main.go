@@ -84,7 +84,7 @@ func main() {
 		}
 		acc, _ := planner.AcceleratorByName("cpu")
 		p, err := planner.Predict(planner.Request{Model: shape, Accelerator: acc, Calibration: cal,
-			Targets: planner.Targets{PromptTokens: *prompt, OutputTokens: *gen, Context: 4096}}, q, 1, 1)
+			Targets: planner.Targets{PromptTokens: *prompt, OutputTokens: *gen, Context: 4096}}, q, 1, 1, 1)
 		if err != nil {
 			log.Fatal(err)
 		}
