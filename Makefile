@@ -224,6 +224,10 @@ test-e2e: $(HELM) ## End-to-end tests (test/e2e) on the local cluster (or KUBECO
 test-e2e-kind: $(HELM) ## The same end-to-end tests on a kind cluster (needs Docker and kind; not runnable on the CI machines).
 	HELM=$(HELM) IMG=$(IMG) ENGINE_IMG=$(ENGINE_IMG) E2E_FLAGS="$(E2E_FLAGS)" hack/test-e2e.sh --kind
 
+.PHONY: test-e2e-vllm
+test-e2e-vllm: $(HELM) ## The vllm runtime end to end on a kind cluster with real NVIDIA GPUs (needs Docker, kind/nvkind, HF_TOKEN; not runnable on the CI machines).
+	HELM=$(HELM) IMG=$(IMG) ENGINE_IMG=$(ENGINE_IMG) E2E_FLAGS="$(E2E_FLAGS)" hack/test-e2e.sh --kind --vllm
+
 ##@ Tools
 
 $(CONTROLLER_GEN):

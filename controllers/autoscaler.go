@@ -377,10 +377,11 @@ func (r *MixtralDeploymentReconciler) recordScale(s *scope, from, to int32, metr
 	r.Recorder.Eventf(s.obj, nil, corev1.EventTypeNormal, reason, "Scale", "Scaled %s from %d to %d replicas: %s.", verb, from, to, why)
 }
 
-// enginePods lists the MixtralDeployment's engine pods.
+// enginePods lists the MixtralDeployment's serving engine pods (the leaders of multi-node
+// replicas).
 func (r *MixtralDeploymentReconciler) enginePods(ctx context.Context, obj *servingv1alpha1.MixtralDeployment) ([]corev1.Pod, error) {
 	list := &corev1.PodList{}
-	if err := r.List(ctx, list, client.InNamespace(obj.Namespace), client.MatchingLabels(selectorLabels(obj.Name))); err != nil {
+	if err := r.List(ctx, list, client.InNamespace(obj.Namespace), client.MatchingLabels(servingLabels(obj))); err != nil {
 		return nil, fmt.Errorf("listing engine pods: %w", err)
 	}
 	return list.Items, nil

@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"maps"
 	"math"
 	"net/http"
 	"net/http/httptest"
@@ -258,7 +259,13 @@ func (h *scalerHarness) restartManager() {
 // create makes a tiny CPU MixtralDeployment with autoscaling and replicas set.
 func (h *scalerHarness) create(name string, replicas int32, as *servingv1alpha1.AutoscalingSpec) *servingv1alpha1.MixtralDeployment {
 	h.t.Helper()
-	data, err := os.ReadFile(filepath.Join("..", "config", "samples", cpuSample))
+	return h.createFrom(cpuSample, name, replicas, as)
+}
+
+// createFrom is create from another of config/samples.
+func (h *scalerHarness) createFrom(sample, name string, replicas int32, as *servingv1alpha1.AutoscalingSpec) *servingv1alpha1.MixtralDeployment {
+	h.t.Helper()
+	data, err := os.ReadFile(filepath.Join("..", "config", "samples", sample))
 	if err != nil {
 		h.t.Fatal(err)
 	}
@@ -287,13 +294,17 @@ func (h *scalerHarness) addPod(mxd string, ready bool) (*corev1.Pod, *fakeEngine
 }
 
 // addPodAt creates an engine pod served at addr (host:port).
-func (h *scalerHarness) addPodAt(mxd string, ready bool, addr string) *corev1.Pod {
+func (h *scalerHarness) addPodAt(mxd string, ready bool, addr string, extraLabels ...map[string]string) *corev1.Pod {
 	h.t.Helper()
 	ctx := context.Background()
 	h.podSeq++
+	labels := commonLabels(mxd)
+	for _, l := range extraLabels {
+		maps.Copy(labels, l)
+	}
 	pod := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{
-			Name: fmt.Sprintf("%s-%d", mxd, h.podSeq), Namespace: h.ns, Labels: commonLabels(mxd),
+			Name: fmt.Sprintf("%s-%d", mxd, h.podSeq), Namespace: h.ns, Labels: labels,
 		},
 		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: engineContainerName, Image: envtestImage}}},
 	}

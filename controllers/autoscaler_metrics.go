@@ -21,9 +21,12 @@ import (
 // (docs/metrics.md). They are an API shared with users' dashboards and KEDA rules; a test
 // holds them equal to engine/server's constants, which this package does not import.
 const (
-	metricRequestsRunning  = "vllm:num_requests_running"
-	metricRequestsWaiting  = "vllm:num_requests_waiting"
-	metricKVCacheUsage     = "vllm:kv_cache_usage_perc"
+	metricRequestsRunning = "vllm:num_requests_running"
+	metricRequestsWaiting = "vllm:num_requests_waiting"
+	metricKVCacheUsage    = "vllm:kv_cache_usage_perc"
+	// metricKVCacheUsageV0 is the KV-cache gauge's name before vLLM's V1 engine (0.8 and
+	// earlier), read when the V1 name is absent.
+	metricKVCacheUsageV0   = "vllm:gpu_cache_usage_perc"
 	metricGenerationTokens = "vllm:generation_tokens_total"
 )
 
@@ -149,6 +152,9 @@ func parseEngineMetrics(r io.Reader) (EngineMetrics, error) {
 	families, err := parser.TextToMetricFamilies(r)
 	if err != nil {
 		return EngineMetrics{}, fmt.Errorf("parsing /metrics: %w", err)
+	}
+	if _, ok := families[metricKVCacheUsage]; !ok {
+		families[metricKVCacheUsage] = families[metricKVCacheUsageV0]
 	}
 	var m EngineMetrics
 	for _, f := range []struct {

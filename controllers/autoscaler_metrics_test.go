@@ -1,6 +1,11 @@
 package controllers
 
 import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -101,4 +106,42 @@ func TestPodIPAddresser(t *testing.T) {
 	g.Expect(addr).To(Equal("[fd00::7]:8000"))
 	_, err = PodIPAddresser{}.PodAddress(pod(""), 8000)
 	g.Expect(err).To(MatchError(ContainSubstring("no IP yet")))
+}
+
+// loopbackAddresser sends every scrape to one address.
+type loopbackAddresser string
+
+func (a loopbackAddresser) PodAddress(*corev1.Pod, int32) (string, error) { return string(a), nil }
+
+// TestVLLMExposition scrapes vLLM's own /metrics text (testdata/vllm-*-metrics.txt say where
+// each line comes from) over HTTP, as the autoscaler reads a vllm runtime's leader.
+func TestVLLMExposition(t *testing.T) {
+	for _, tt := range []struct {
+		file string
+		want EngineMetrics
+	}{
+		{"vllm-v1-metrics.txt", EngineMetrics{Running: 8, Waiting: 3, KVCacheUsage: 0.0798685, GenerationTokens: 27453}},
+		// Before V1 the KV-cache gauge had another name.
+		{"vllm-v0-metrics.txt", EngineMetrics{Running: 12, Waiting: 0, KVCacheUsage: 0.42, GenerationTokens: 9120}},
+	} {
+		t.Run(tt.file, func(t *testing.T) {
+			g := NewWithT(t)
+			text, err := os.ReadFile(filepath.Join("testdata", tt.file))
+			g.Expect(err).NotTo(HaveOccurred())
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if r.URL.Path != "/metrics" {
+					http.NotFound(w, r)
+					return
+				}
+				// prometheus_client's CONTENT_TYPE_LATEST, which vLLM answers with.
+				w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+				_, _ = w.Write(text)
+			}))
+			defer srv.Close()
+			src := &HTTPMetrics{Addresser: loopbackAddresser(strings.TrimPrefix(srv.URL, "http://"))}
+			got, err := src.Scrape(context.Background(), &corev1.Pod{}, 8000)
+			g.Expect(err).NotTo(HaveOccurred())
+			g.Expect(got).To(Equal(tt.want))
+		})
+	}
 }

@@ -101,8 +101,12 @@ type workload struct {
 	plan        servingv1alpha1.Plan
 	model       planner.Model
 	accelerator planner.Accelerator
-	// image is the engine image to run when spec.engine.image is empty.
+	// image is the engine image to run when spec.engine.image is empty: the moe engine's or
+	// vLLM's, by the runtime.
 	image string
+	// moeImage is the operator's moe engine image, which the model loader Job runs
+	// (`moe pull`) whatever the runtime.
+	moeImage string
 }
 
 // replicas is spec.replicas when set (by a user, an HPA or the autoscaler), else the plan's.
@@ -113,12 +117,13 @@ func (w workload) replicas() int32 {
 	return w.plan.Replicas
 }
 
-// gpus is the number of accelerator devices each replica requests: none on cpu.
+// gpus is the number of accelerator devices each engine pod requests: the replica's share
+// of one node (all of them on one node), none on cpu.
 func (w workload) gpus() int32 {
 	if w.obj.Spec.Accelerator.Type == servingv1alpha1.AcceleratorCPU {
 		return 0
 	}
-	return w.plan.GPUsPerReplica
+	return w.plan.GPUsPerReplica / w.nodes()
 }
 
 func (w workload) resourceName() corev1.ResourceName {
@@ -257,6 +262,9 @@ func (w workload) startupFailureThreshold() int32 {
 }
 
 func (w workload) shmSize() resource.Quantity {
+	if w.isVLLM() {
+		return w.vllmShmSize()
+	}
 	if w.gpus() == 0 {
 		return cpuShmSize
 	}
@@ -352,6 +360,9 @@ func (w workload) env() []corev1.EnvVar {
 		// With a cache, only the loader Job downloads, so only it gets the token.
 		env = append(env, corev1.EnvVar{Name: "HF_TOKEN", ValueFrom: &corev1.EnvVarSource{SecretKeyRef: ref.DeepCopy()}})
 	}
+	if w.isVLLM() {
+		env = append(env, w.vllmEnv()...)
+	}
 	for _, e := range w.obj.Spec.Engine.Env {
 		env = append(env, *e.DeepCopy())
 	}
@@ -361,18 +372,21 @@ func (w workload) env() []corev1.EnvVar {
 // volumes are the model cache (the spec.model.cache claim, read-only, or an emptyDir that
 // lives as long as the pod), the pvc:// claim if any, /dev/shm in memory and a scratch /tmp.
 func (w workload) volumes() ([]corev1.Volume, []corev1.VolumeMount) {
-	shm := w.shmSize()
+	shm, tmp := w.shmSize(), tmpSize
+	if w.isVLLM() {
+		tmp = vllmTmpSize
+	}
 	volumes := []corev1.Volume{
 		{Name: modelCacheVolumeName, VolumeSource: w.modelCacheVolumeSource()},
 		{Name: shmVolumeName, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{Medium: corev1.StorageMediumMemory, SizeLimit: &shm}}},
-		{Name: tmpVolumeName, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{SizeLimit: ptr.To(tmpSize.DeepCopy())}}},
+		{Name: tmpVolumeName, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{SizeLimit: ptr.To(tmp.DeepCopy())}}},
 	}
 	mounts := []corev1.VolumeMount{
 		{Name: modelCacheVolumeName, MountPath: modelCacheMountPath, ReadOnly: w.cacheSpec() != nil},
 		{Name: shmVolumeName, MountPath: shmMountPath},
 		{Name: tmpVolumeName, MountPath: tmpMountPath},
 	}
-	if ref := w.apiKeyRef(); ref != nil {
+	if ref := w.apiKeyRef(); ref != nil && !w.isVLLM() {
 		// Optional, so that a missing Secret or key does not leave the pod stuck in
 		// ContainerCreating behind a mount error only its events show: the engine starts,
 		// finds no file and exits with an error naming the path, which the pod's status
@@ -453,20 +467,72 @@ func (w workload) engineImage() (string, corev1.PullPolicy, []corev1.LocalObject
 	return image, pullPolicy, pullSecrets
 }
 
-// podTemplate is the engine pod template without the template-hash label.
-func (w workload) podTemplate() corev1.PodTemplateSpec {
+// loaderImage is the model loader's image: the engine's for the moe runtime (so a custom
+// engine image pulls with its own `moe`), the operator's moe image for vLLM.
+func (w workload) loaderImage() (string, corev1.PullPolicy, []corev1.LocalObjectReference) {
+	image, pullPolicy, pullSecrets := w.engineImage()
+	if w.isVLLM() {
+		return w.moeImage, corev1.PullIfNotPresent, pullSecrets
+	}
+	return image, pullPolicy, pullSecrets
+}
+
+// podTemplate is the engine pod template of a single-node replica, without the
+// template-hash label.
+func (w workload) podTemplate() corev1.PodTemplateSpec { return w.podTemplateFor(roleSingle) }
+
+// container is the engine container's command, arguments, ports and probes for a role:
+// `moe serve` (the image's entrypoint), or vLLM's server, leader or worker.
+func (w workload) container(role podRole) corev1.Container {
+	port := []corev1.ContainerPort{{Name: PortName, ContainerPort: w.port(), Protocol: corev1.ProtocolTCP}}
+	if !w.isVLLM() {
+		// Loading can take many minutes: the startup probe holds off liveness until the
+		// model is ready, within a budget sized from the model.
+		return corev1.Container{
+			Args:           w.engineArgs(),
+			Ports:          port,
+			StartupProbe:   httpProbe("/ready", startupProbePeriodSeconds, w.startupFailureThreshold()),
+			ReadinessProbe: httpProbe("/ready", 5, 3),
+			LivenessProbe:  httpProbe("/health", 10, 6),
+		}
+	}
+	command, args := w.vllmCommand(role)
+	c := corev1.Container{Command: command, Args: args}
+	if role == roleWorker {
+		// A worker serves nothing; the leader's probes speak for the group, and LWS
+		// recreates the group when a worker fails.
+		return c
+	}
+	if role == roleLeader {
+		port = append(port, corev1.ContainerPort{Name: "ray", ContainerPort: rayPort, Protocol: corev1.ProtocolTCP})
+	}
+	// vLLM answers /health once the model is loaded and the server runs.
+	c.Ports = port
+	c.StartupProbe = httpProbe("/health", startupProbePeriodSeconds, w.startupFailureThreshold())
+	c.ReadinessProbe = httpProbe("/health", 5, 3)
+	c.LivenessProbe = httpProbe("/health", 10, 6)
+	return c
+}
+
+// podTemplateFor is the engine pod template for a role, without the template-hash label.
+func (w workload) podTemplateFor(role podRole) corev1.PodTemplateSpec {
 	name := w.obj.Name
 	image, pullPolicy, pullSecrets := w.engineImage()
 	nodeSelector, tolerations := w.placement()
 	volumes, mounts := w.volumes()
 	spec := w.obj.Spec.Engine
+	engine := w.container(role)
 	// The user's labels and annotations first: the operator's keys win (and CEL refuses them).
 	labels := withUserKeys(commonLabels(name), spec.PodLabels)
-	annotations := withUserKeys(map[string]string{
-		"prometheus.io/scrape": "true",
-		"prometheus.io/port":   strconv.Itoa(int(w.port())),
-		"prometheus.io/path":   "/metrics",
-	}, spec.PodAnnotations)
+	own := map[string]string{}
+	if role != roleWorker {
+		own = map[string]string{
+			"prometheus.io/scrape": "true",
+			"prometheus.io/port":   strconv.Itoa(int(w.port())),
+			"prometheus.io/path":   "/metrics",
+		}
+	}
+	annotations := withUserKeys(own, spec.PodAnnotations)
 	return corev1.PodTemplateSpec{
 		ObjectMeta: metav1.ObjectMeta{Labels: labels, Annotations: annotations},
 		Spec: corev1.PodSpec{
@@ -486,16 +552,15 @@ func (w workload) podTemplate() corev1.PodTemplateSpec {
 				Name:            engineContainerName,
 				Image:           image,
 				ImagePullPolicy: pullPolicy,
-				Args:            w.engineArgs(),
-				Ports:           []corev1.ContainerPort{{Name: PortName, ContainerPort: w.port(), Protocol: corev1.ProtocolTCP}},
+				Command:         engine.Command,
+				Args:            engine.Args,
+				Ports:           engine.Ports,
 				Env:             w.env(),
 				Resources:       w.resources(),
 				VolumeMounts:    mounts,
-				// Loading can take many minutes: the startup probe holds off liveness until
-				// the model is ready, within a budget sized from the model.
-				StartupProbe:   httpProbe("/ready", startupProbePeriodSeconds, w.startupFailureThreshold()),
-				ReadinessProbe: httpProbe("/ready", 5, 3),
-				LivenessProbe:  httpProbe("/health", 10, 6),
+				StartupProbe:    engine.StartupProbe,
+				ReadinessProbe:  engine.ReadinessProbe,
+				LivenessProbe:   engine.LivenessProbe,
 				Lifecycle: &corev1.Lifecycle{PreStop: &corev1.LifecycleHandler{
 					Sleep: &corev1.SleepAction{Seconds: endpointDrainSeconds},
 				}},
@@ -576,7 +641,7 @@ func desiredService(w workload) *corev1.Service {
 		ObjectMeta: metav1.ObjectMeta{Name: w.obj.Name, Namespace: w.obj.Namespace, Labels: commonLabels(w.obj.Name)},
 		Spec: corev1.ServiceSpec{
 			Type:     corev1.ServiceTypeClusterIP,
-			Selector: selectorLabels(w.obj.Name),
+			Selector: servingLabels(w.obj),
 			Ports: []corev1.ServicePort{{
 				Name: PortName, Port: w.port(), TargetPort: intstr.FromString(PortName), Protocol: corev1.ProtocolTCP,
 			}},

@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -20,6 +21,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	lwsv1 "sigs.k8s.io/lws/api/leaderworkerset/v1"
 
 	servingv1alpha1 "github.com/moe-operator/moe-operator/api/v1alpha1"
 	"github.com/moe-operator/moe-operator/planner"
@@ -38,8 +40,12 @@ type MixtralDeploymentReconciler struct {
 	client.Client
 	// Recorder records events on MixtralDeployments.
 	Recorder events.EventRecorder
-	// EngineImage is the engine image used when spec.engine.image is empty.
+	// EngineImage is the moe engine image used when spec.engine.image is empty, and the
+	// model loader's image.
 	EngineImage string
+	// VLLMImage is the image of the vllm runtime when spec.engine.image is empty; ""
+	// means DefaultVLLMImage.
+	VLLMImage string
 	// Solve sizes a deployment; nil means planner.Solve. Tests replace it.
 	Solve func(planner.Request) (planner.Result, error)
 	// Autoscaler runs the autoscaling phase; nil means one with the defaults (pod IPs, the
@@ -54,6 +60,14 @@ type MixtralDeploymentReconciler struct {
 	PodReader client.Reader
 	// PullPollInterval is how often a running pull's progress is read; 0 means 10s.
 	PullPollInterval time.Duration
+	// LWSRecheck is how often a multi-node object is looked at again while the
+	// LeaderWorkerSet API is missing or unwatched; 0 means DefaultLWSRecheck.
+	LWSRecheck time.Duration
+
+	// watchesLWS is set by SetupWithManager when the LWS API existed at start, so that
+	// LeaderWorkerSet changes trigger passes.
+	watchesLWS bool
+	lws        lwsAPI
 }
 
 // scope is one reconcile pass: the object, a snapshot of its status, and what the phases
@@ -69,8 +83,14 @@ type scope struct {
 	// which case the workload phases leave existing children as they are.
 	workload *workload
 
+	// deployment is the engine workload: the Deployment, or a LeaderWorkerSet's view in
+	// the same fields (leaderWorkerSetView).
 	deployment *appsv1.Deployment
 	service    *corev1.Service
+
+	// blocked and blockedReason, when set, are why the plan's workload cannot be created
+	// (the LeaderWorkerSet API is missing).
+	blocked, blockedReason string
 
 	// engineFailure and engineFailureReason, when set, are why engine pods are down after
 	// an error (an API key they cannot read, a model file they refuse).
@@ -186,7 +206,12 @@ func (r *MixtralDeploymentReconciler) reconcilePlan(ctx context.Context, s *scop
 	}
 	plan := statusPlan(res.Plan)
 	s.obj.Status.Plan = plan
-	s.workload = &workload{obj: s.obj, plan: *plan, model: req.Model, accelerator: req.Accelerator, image: r.EngineImage}
+	image := r.EngineImage
+	if engineRuntime(s.obj.Spec) == servingv1alpha1.RuntimeVLLM {
+		image = cmp.Or(r.VLLMImage, DefaultVLLMImage)
+	}
+	s.workload = &workload{obj: s.obj, plan: *plan, model: req.Model, accelerator: req.Accelerator,
+		image: image, moeImage: r.EngineImage}
 	return nil
 }
 
@@ -194,12 +219,15 @@ func (r *MixtralDeploymentReconciler) reconcileWorkload(ctx context.Context, s *
 	if s.workload == nil || s.cacheHoldsWorkload() {
 		return nil
 	}
+	if s.workload.nodes() > 1 {
+		return r.reconcileLeaderWorkerSet(ctx, s)
+	}
 	d, err := applyChild(ctx, r.Client, s.obj, "Deployment", desiredDeployment(*s.workload), &appsv1.Deployment{}, syncDeployment)
 	if err != nil {
 		return err
 	}
 	s.deployment = d
-	return nil
+	return r.deleteLeaderWorkerSet(ctx, s)
 }
 
 func (r *MixtralDeploymentReconciler) reconcileService(ctx context.Context, s *scope) error {
@@ -295,8 +323,20 @@ func (r *MixtralDeploymentReconciler) recordEngineFailureEvents(s *scope) {
 
 // SetupWithManager registers the reconciler. It watches MixtralDeployments (spec changes
 // only: status writes are the reconciler's own) and the children it owns.
+//
+// LeaderWorkerSets are watched when their API exists at start; otherwise objects that need
+// one are looked at every LWSRecheck.
 func (r *MixtralDeploymentReconciler) SetupWithManager(mgr ctrl.Manager) error {
-	return ctrl.NewControllerManagedBy(mgr).
+	installed, err := r.lwsInstalled()
+	if err != nil {
+		return err
+	}
+	b := ctrl.NewControllerManagedBy(mgr)
+	if installed {
+		b = b.Owns(&lwsv1.LeaderWorkerSet{})
+		r.watchesLWS = true
+	}
+	return b.
 		For(&servingv1alpha1.MixtralDeployment{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		Owns(&appsv1.Deployment{}).
 		Owns(&corev1.Service{}).

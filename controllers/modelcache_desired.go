@@ -244,7 +244,7 @@ func (w workload) modelCacheVolumeSource() corev1.VolumeSource {
 // claim, placed like the engine pods (so a local volume lands on a node they can use) but
 // requesting no accelerator, under the same restricted security context.
 func (w workload) loaderPodTemplate() corev1.PodTemplateSpec {
-	image, pullPolicy, pullSecrets := w.engineImage()
+	image, pullPolicy, pullSecrets := w.loaderImage()
 	nodeSelector, tolerations := w.placement()
 	return corev1.PodTemplateSpec{
 		ObjectMeta: metav1.ObjectMeta{

@@ -24,7 +24,7 @@ func computeStatus(s *scope, reconcileErr error) {
 	obj := s.obj
 	st := &obj.Status
 	st.Model = modelDisplayName(obj.Spec.Model)
-	st.Selector = labels.SelectorFromSet(selectorLabels(obj.Name)).String()
+	st.Selector = labels.SelectorFromSet(servingLabels(obj)).String()
 	if s.service != nil && len(s.service.Spec.Ports) > 0 {
 		st.Endpoint = endpoint(obj, s.service.Spec.Ports[0].Port)
 	}
@@ -76,6 +76,8 @@ func computeStatus(s *scope, reconcileErr error) {
 
 	// Available.
 	switch {
+	case d == nil && s.blocked != "":
+		set(servingv1alpha1.ConditionAvailable, metav1.ConditionFalse, s.blockedReason, "No engine runs: "+s.blocked)
 	case d == nil && holding:
 		set(servingv1alpha1.ConditionAvailable, metav1.ConditionFalse, servingv1alpha1.ReasonModelNotCached,
 			"No engine runs until the model is in the cache; see the ModelCached condition.")
@@ -96,6 +98,8 @@ func computeStatus(s *scope, reconcileErr error) {
 	// Progressing.
 	rolling := d != nil && rollingOut(d, desired)
 	switch {
+	case s.blocked != "":
+		set(servingv1alpha1.ConditionProgressing, metav1.ConditionFalse, s.blockedReason, s.blocked)
 	case d == nil && holding && !cacheFailed:
 		set(servingv1alpha1.ConditionProgressing, metav1.ConditionTrue, servingv1alpha1.ReasonCachingModel,
 			"Caching the model before the engine starts. "+s.cache.report.message)
@@ -123,6 +127,8 @@ func computeStatus(s *scope, reconcileErr error) {
 	case reconcileErr != nil:
 		set(servingv1alpha1.ConditionDegraded, metav1.ConditionTrue, servingv1alpha1.ReasonReconcileError,
 			sentence(reconcileErr.Error())+" The operator retries.")
+	case s.blocked != "":
+		set(servingv1alpha1.ConditionDegraded, metav1.ConditionTrue, s.blockedReason, s.blocked)
 	case s.engineFailure != "":
 		set(servingv1alpha1.ConditionDegraded, metav1.ConditionTrue, s.engineFailureReason, s.engineFailure)
 	case cacheFailed:

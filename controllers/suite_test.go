@@ -25,6 +25,7 @@ import (
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	lwsv1 "sigs.k8s.io/lws/api/leaderworkerset/v1"
 
 	servingv1alpha1 "github.com/moe-operator/moe-operator/api/v1alpha1"
 	"github.com/moe-operator/moe-operator/planner"
@@ -53,6 +54,7 @@ const envtestImage = "example.com/moe-engine:envtest"
 func TestMain(m *testing.M) {
 	utilruntime.Must(clientgoscheme.AddToScheme(testScheme))
 	utilruntime.Must(servingv1alpha1.AddToScheme(testScheme))
+	utilruntime.Must(lwsv1.AddToScheme(testScheme))
 	level := zapcore.ErrorLevel
 	if os.Getenv("MOE_TEST_DEBUG") != "" {
 		level = zapcore.DebugLevel
@@ -112,6 +114,7 @@ func startEnvironment() (func(), error) {
 		Progress:         fedPullOutput,
 		PodReader:        mgr.GetAPIReader(),
 		PullPollInterval: 200 * time.Millisecond,
+		LWSRecheck:       500 * time.Millisecond,
 	}
 	if err := r.SetupWithManager(mgr); err != nil {
 		_ = testEnv.Stop()

@@ -49,6 +49,38 @@ const podLabelsMessage = "engine.podLabels must not set the operator's labels (s
 
 var celCases = []celCase{
 	{
+		name: "vllm on cpu",
+		mutate: func(o *servingv1alpha1.MixtralDeployment) {
+			o.Spec.Engine.Runtime = servingv1alpha1.RuntimeVLLM
+			o.Spec.Accelerator.Type = servingv1alpha1.AcceleratorCPU
+		},
+		message: "engine.runtime vllm runs on GPUs: choose a GPU accelerator.type, or the moe runtime for cpu",
+	},
+	{
+		name: "vllm with an https model and no cache",
+		mutate: func(o *servingv1alpha1.MixtralDeployment) {
+			o.Spec.Engine.Runtime = servingv1alpha1.RuntimeVLLM
+			o.Spec.Model = servingv1alpha1.ModelSpec{URI: "https://example.com/m/mixtral.gguf", Shape: &servingv1alpha1.ModelShape{Preset: servingv1alpha1.PresetMixtral8x7B}}
+		},
+		message: "engine.runtime vllm downloads only from Hugging Face: an https:// model needs model.cache (the loader Job downloads it) or the moe runtime",
+	},
+	{
+		name: "vllm with one file of a repository and no cache",
+		mutate: func(o *servingv1alpha1.MixtralDeployment) {
+			o.Spec.Engine.Runtime = servingv1alpha1.RuntimeVLLM
+			o.Spec.Model = servingv1alpha1.ModelSpec{URI: "hf://org/repo@v1/mixtral.Q4_K_M.gguf", Shape: &servingv1alpha1.ModelShape{Preset: servingv1alpha1.PresetMixtral8x7B}}
+		},
+		message: "engine.runtime vllm downloads whole Hugging Face repositories, not one file of one: set model.cache (the loader Job fetches the file), name the repository alone, or use the moe runtime",
+	},
+	{
+		name: "vllm extraArgs setting what the plan sets",
+		mutate: func(o *servingv1alpha1.MixtralDeployment) {
+			o.Spec.Engine.Runtime = servingv1alpha1.RuntimeVLLM
+			o.Spec.Engine.ExtraArgs = []string{"-pp", "2"}
+		},
+		message: "engine.extraArgs must not set --tensor-parallel-size, --pipeline-parallel-size, --max-model-len, --gpu-memory-utilization or --distributed-executor-backend: with runtime vllm the operator sets them from the plan",
+	},
+	{
 		name:    "both preset and uri",
 		mutate:  func(o *servingv1alpha1.MixtralDeployment) { o.Spec.Model.URI = "hf://mistralai/Mixtral-8x7B-v0.1" },
 		message: "set exactly one of model.preset and model.uri",

@@ -11,7 +11,10 @@ restore() { cp "$tmp/go.mod" "$tmp/go.sum" .; rm -rf "$tmp"; }
 trap restore EXIT
 
 go mod tidy
-if ! diff -u "$tmp/go.mod" go.mod > "$tmp/mod.diff" || ! diff -u "$tmp/go.sum" go.sum > "$tmp/sum.diff"; then
+mod_ok=true sum_ok=true
+diff -u "$tmp/go.mod" go.mod > "$tmp/mod.diff" || mod_ok=false
+diff -u "$tmp/go.sum" go.sum > "$tmp/sum.diff" || sum_ok=false
+if ! $mod_ok || ! $sum_ok; then
   echo "stale: go.mod/go.sum are not tidy (run go mod tidy and commit the result):" >&2
   cat "$tmp/mod.diff" >&2
   head -n 20 "$tmp/sum.diff" >&2

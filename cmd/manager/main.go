@@ -21,6 +21,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	lwsv1 "sigs.k8s.io/lws/api/leaderworkerset/v1"
 
 	servingv1alpha1 "github.com/moe-operator/moe-operator/api/v1alpha1"
 	"github.com/moe-operator/moe-operator/controllers"
@@ -45,6 +46,7 @@ type options struct {
 	logLevel      zapcore.Level
 	logFormat     string
 	engineImage   string
+	vllmImage     string
 	// autoscalerSyncPeriod is how often autoscaled MixtralDeployments' engines are read.
 	autoscalerSyncPeriod time.Duration
 }
@@ -69,6 +71,8 @@ func parseFlags(args []string, output io.Writer) (options, error) {
 	fs.StringVar(&o.logFormat, "log-format", "json", "Log format: json or console.")
 	fs.StringVar(&o.engineImage, "engine-image", defaultEngineImage,
 		"Engine image for MixtralDeployments whose spec.engine.image is empty.")
+	fs.StringVar(&o.vllmImage, "vllm-image", controllers.DefaultVLLMImage,
+		"vLLM image for MixtralDeployments with spec.engine.runtime vllm whose spec.engine.image is empty.")
 	fs.DurationVar(&o.autoscalerSyncPeriod, "autoscaler-sync-period", controllers.DefaultAutoscalerSyncPeriod,
 		"How often the built-in autoscaler reads the engine pods' metrics of each MixtralDeployment with autoscaling enabled.")
 	if err := fs.Parse(args); err != nil {
@@ -85,6 +89,9 @@ func parseFlags(args []string, output io.Writer) (options, error) {
 	}
 	if o.engineImage == "" {
 		return o, errors.New("-engine-image must not be empty")
+	}
+	if o.vllmImage == "" {
+		return o, errors.New("-vllm-image must not be empty")
 	}
 	if o.autoscalerSyncPeriod < time.Second {
 		return o, fmt.Errorf("-autoscaler-sync-period %s: want at least 1s", o.autoscalerSyncPeriod)
@@ -118,6 +125,7 @@ func run(o options) error {
 	scheme := runtime.NewScheme()
 	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
 	utilruntime.Must(servingv1alpha1.AddToScheme(scheme))
+	utilruntime.Must(lwsv1.AddToScheme(scheme))
 
 	cfg, err := ctrl.GetConfig()
 	if err != nil {
@@ -145,6 +153,7 @@ func run(o options) error {
 		Client:      mgr.GetClient(),
 		Recorder:    mgr.GetEventRecorder("moe-operator"),
 		EngineImage: o.engineImage,
+		VLLMImage:   o.vllmImage,
 		// Model loader pods: listed uncached, their progress read from pods/log.
 		PodReader: mgr.GetAPIReader(),
 		Progress:  controllers.PodLogs{Pods: clientset.CoreV1()},
@@ -160,7 +169,7 @@ func run(o options) error {
 	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
 		return fmt.Errorf("adding the readiness check: %w", err)
 	}
-	log.Info("starting manager", "engineImage", o.engineImage, "leaderElection", o.leaderElect,
+	log.Info("starting manager", "engineImage", o.engineImage, "vllmImage", o.vllmImage, "leaderElection", o.leaderElect,
 		"metrics", o.metricsAddr, "metricsSecure", o.metricsSecure, "probes", o.probeAddr)
 	return mgr.Start(ctrl.SetupSignalHandler())
 }

@@ -10,6 +10,8 @@ import (
 
 	. "github.com/onsi/gomega"
 	"go.uber.org/zap/zapcore"
+
+	"github.com/moe-operator/moe-operator/controllers"
 )
 
 func TestParseFlags(t *testing.T) {
@@ -31,6 +33,7 @@ func TestParseFlags(t *testing.T) {
 				g.Expect(o.leaderElect).To(BeFalse())
 				g.Expect(o.logLevel).To(Equal(zapcore.InfoLevel))
 				g.Expect(o.engineImage).To(Equal(defaultEngineImage))
+				g.Expect(o.vllmImage).To(Equal(controllers.DefaultVLLMImage))
 				g.Expect(o.autoscalerSyncPeriod).To(Equal(10 * time.Second))
 			},
 		},
@@ -38,12 +41,12 @@ func TestParseFlags(t *testing.T) {
 			name: "every flag is honoured",
 			args: []string{"-metrics-bind-address=:9443", "-metrics-secure=false", "-health-probe-bind-address=:9090",
 				"-leader-elect", "-leader-election-namespace=moe-system", "-log-level=debug", "-log-format=console",
-				"-engine-image=example.com/moe:1", "-autoscaler-sync-period=5s"},
+				"-engine-image=example.com/moe:1", "-vllm-image=example.com/vllm:2", "-autoscaler-sync-period=5s"},
 			want: func(g Gomega, o options) {
 				g.Expect(o).To(Equal(options{
 					metricsAddr: ":9443", metricsSecure: false, probeAddr: ":9090", leaderElect: true,
 					leaderElectNS: "moe-system", logLevel: zapcore.DebugLevel, logFormat: "console",
-					engineImage: "example.com/moe:1", autoscalerSyncPeriod: 5 * time.Second,
+					engineImage: "example.com/moe:1", vllmImage: "example.com/vllm:2", autoscalerSyncPeriod: 5 * time.Second,
 				}))
 			},
 		},
