@@ -162,3 +162,18 @@ func TestEnvtestEngineArgsTheRulesAdmit(t *testing.T) {
 		g.Expect(err.Error()).To(ContainSubstring("spec.engine.apiKeySecretRef.name"))
 	})
 }
+
+// TestCRDFitsClientSideApply: `kubectl apply` without --server-side stores the whole object
+// in the kubectl.kubernetes.io/last-applied-configuration annotation, and the API server
+// refuses annotations over 256 KiB in total. The CRD's JSON stays well under that.
+func TestCRDFitsClientSideApply(t *testing.T) {
+	data, err := json.Marshal(loadCRD(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const limit = 256 << 10
+	t.Logf("the CRD is %d bytes of JSON, %.0f%% of the annotation limit", len(data), 100*float64(len(data))/limit)
+	if len(data) > limit*3/4 {
+		t.Errorf("the CRD is %d bytes of JSON: above 3/4 of the %d-byte annotation limit that client-side apply must fit in", len(data), limit)
+	}
+}

@@ -402,6 +402,12 @@ func (w workload) volumes() ([]corev1.Volume, []corev1.VolumeMount) {
 		}})
 		mounts = append(mounts, corev1.VolumeMount{Name: apiKeyVolumeName, MountPath: apiKeyMountDir, ReadOnly: true})
 	}
+	for _, v := range w.obj.Spec.Engine.Volumes {
+		volumes = append(volumes, *v.DeepCopy())
+	}
+	for _, m := range w.obj.Spec.Engine.VolumeMounts {
+		mounts = append(mounts, *m.DeepCopy())
+	}
 	if _, claim := modelSource(w.obj.Spec.Model); claim != "" {
 		volumes = append(volumes, corev1.Volume{Name: modelVolumeName, VolumeSource: corev1.VolumeSource{
 			PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: claim, ReadOnly: true},

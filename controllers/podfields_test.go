@@ -29,6 +29,10 @@ func withPodFields(o *servingv1alpha1.MixtralDeployment) *servingv1alpha1.Mixtra
 	e.TopologySpreadConstraints = []corev1.TopologySpreadConstraint{{
 		MaxSkew: 1, TopologyKey: "topology.kubernetes.io/zone", WhenUnsatisfiable: corev1.ScheduleAnyway,
 	}}
+	e.Volumes = []corev1.Volume{{Name: "templates", VolumeSource: corev1.VolumeSource{
+		ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: "chat-templates"}},
+	}}}
+	e.VolumeMounts = []corev1.VolumeMount{{Name: "templates", MountPath: "/etc/templates", ReadOnly: true}}
 	return o
 }
 
@@ -50,6 +54,9 @@ func TestPodFieldsReachTheTemplate(t *testing.T) {
 	g.Expect(spec.RuntimeClassName).To(Equal(ptr.To("nvidia")))
 	g.Expect(spec.Affinity).To(Equal(obj.Spec.Engine.Affinity))
 	g.Expect(spec.TopologySpreadConstraints).To(HaveLen(1))
+	g.Expect(spec.Volumes).To(ContainElement(obj.Spec.Engine.Volumes[0]))
+	g.Expect(spec.Volumes).To(ContainElement(HaveField("Name", tmpVolumeName)), "beside the operator's")
+	g.Expect(spec.Containers[0].VolumeMounts).To(ContainElement(obj.Spec.Engine.VolumeMounts[0]))
 	g.Expect(spec.TopologySpreadConstraints[0].LabelSelector).To(Equal(&metav1.LabelSelector{MatchLabels: selectorLabels(obj.Name)}),
 		"a constraint without a selector counts this MixtralDeployment's pods")
 
@@ -100,5 +107,6 @@ func TestEnvtestPodFieldsAreAdmittedAndApplied(t *testing.T) {
 		g.Expect(spec.RuntimeClassName).To(Equal(ptr.To("nvidia")))
 		g.Expect(spec.Affinity.NodeAffinity).NotTo(BeNil())
 		g.Expect(spec.TopologySpreadConstraints).To(HaveLen(1))
+		g.Expect(spec.Containers[0].VolumeMounts).To(ContainElement(HaveField("MountPath", "/etc/templates")))
 	})
 }

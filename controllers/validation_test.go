@@ -49,6 +49,21 @@ const podLabelsMessage = "engine.podLabels must not set the operator's labels (s
 
 var celCases = []celCase{
 	{
+		name: "a volume with an operator's name",
+		mutate: func(o *servingv1alpha1.MixtralDeployment) {
+			o.Spec.Engine.Volumes = []corev1.Volume{{Name: "tmp", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}}
+		},
+		message: "engine.volumes must not use the operator's volume names: model-cache, model, dshm, tmp, api-key",
+	},
+	{
+		name: "a mount over an operator's path",
+		mutate: func(o *servingv1alpha1.MixtralDeployment) {
+			o.Spec.Engine.Volumes = []corev1.Volume{{Name: "extra", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}}
+			o.Spec.Engine.VolumeMounts = []corev1.VolumeMount{{Name: "extra", MountPath: "/models/cache/x"}}
+		},
+		message: "engine.volumeMounts must not mount over the operator's paths: /models/cache, /models/pvc, /dev/shm, /tmp, /var/run/secrets/moe",
+	},
+	{
 		name: "vllm on cpu",
 		mutate: func(o *servingv1alpha1.MixtralDeployment) {
 			o.Spec.Engine.Runtime = servingv1alpha1.RuntimeVLLM

@@ -464,6 +464,24 @@ type EngineSpec struct {
 	// +kubebuilder:validation:MaxLength=253
 	ServiceAccountName string `json:"serviceAccountName,omitempty"`
 
+	// Volumes are added to the engine pods, for example a ConfigMap of chat templates or
+	// a claim of LoRA adapters. The operator's own names (model-cache, model, dshm, tmp,
+	// api-key) are refused.
+	// +optional
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MaxItems=32
+	// +kubebuilder:validation:XValidation:rule="self.all(v, !(v.name in ['model-cache', 'model', 'dshm', 'tmp', 'api-key']))",message="engine.volumes must not use the operator's volume names: model-cache, model, dshm, tmp, api-key"
+	Volumes []corev1.Volume `json:"volumes,omitempty"`
+
+	// VolumeMounts mount engine.volumes into the engine container. The operator's mount
+	// points (/models/cache, /models/pvc, /dev/shm, /tmp, /var/run/secrets/moe) are refused.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=32
+	// +kubebuilder:validation:XValidation:rule="self.all(m, !(m.mountPath in ['/models/cache', '/models/pvc', '/dev/shm', '/tmp', '/var/run/secrets/moe']) && !m.mountPath.startsWith('/models/cache/') && !m.mountPath.startsWith('/models/pvc/') && !m.mountPath.startsWith('/var/run/secrets/moe/'))",message="engine.volumeMounts must not mount over the operator's paths: /models/cache, /models/pvc, /dev/shm, /tmp, /var/run/secrets/moe"
+	VolumeMounts []corev1.VolumeMount `json:"volumeMounts,omitempty"`
+
 	// RuntimeClassName is the engine pods' RuntimeClass (for example "nvidia" where the
 	// NVIDIA container runtime is not the default).
 	// +optional
