@@ -11,8 +11,8 @@ import (
 )
 
 // The vLLM runtime (spec.engine.runtime: vllm). Every flag below is checked against
-// vLLM v0.11.0's argument parser (vllm/engine/arg_utils.py and
-// vllm/entrypoints/openai/cli_args.py); docs/runtimes.md cites the lines.
+// vLLM's argument parser, vllm/engine/arg_utils.py and vllm/entrypoints/openai/cli_args.py,
+// in both its v0.7-era and its v0.11-era form; docs/runtimes.md cites the commits read.
 const (
 	// DefaultVLLMImage is the vllm runtime's image when neither spec.engine.image nor the
 	// manager's --vllm-image names one: the release whose arguments the operator renders.

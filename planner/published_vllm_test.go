@@ -43,41 +43,86 @@ var vllmLoadRows = []struct {
 	{"2×H100 TP2 at 6 requests/s", 6, 0.0329},
 }
 
-func TestPublishedVLLMBatchLatency(t *testing.T) {
+// vllmBatchLatency predicts a batch row's latency: one batched prefill, then 128
+// decode steps of the whole batch. cal, when set, replaces the profile's factors.
+func vllmBatchLatency(t testing.TB, tp, batch int, cal *Calibration) float64 {
+	t.Helper()
 	req := Request{Model: mustModel(t, "mixtral-8x22b"), Accelerator: mustAcc(t, "a100-80gb"), Runtime: RuntimeVLLM,
-		Targets: Targets{PromptTokens: 32, OutputTokens: 128, Context: 160}}
+		Targets: Targets{PromptTokens: 32, OutputTokens: 128, Context: 160}, Calibration: cal}
+	p, err := Predict(req, BF16, tp, 1, batch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return float64(batch)*p.PrefillSeconds + 128*p.DecodeStepSeconds
+}
+
+// vllmLoadITL predicts a load row's inter-token latency. In steady state the replica
+// makes qps × 50 tokens per second: the batch in flight is the smallest whose
+// throughput reaches that.
+func vllmLoadITL(t testing.TB, qps float64, cal *Calibration) float64 {
+	t.Helper()
+	req := Request{Model: mustModel(t, "mixtral-8x7b"), Accelerator: mustAcc(t, "h100-80gb"), Runtime: RuntimeVLLM,
+		Targets: Targets{PromptTokens: 1000, OutputTokens: 50, Context: 1050}, Calibration: cal}
+	var p Prediction
+	for b := 1; b <= DefaultMaxBatchSize; b++ {
+		var err error
+		if p, err = Predict(req, BF16, 2, 1, b); err != nil {
+			t.Fatal(err)
+		}
+		if p.OutputTokensPerSecond >= 50*qps {
+			break
+		}
+	}
+	return p.ITLSeconds
+}
+
+func TestPublishedVLLMBatchLatency(t *testing.T) {
 	for _, row := range vllmBatchRows {
 		t.Run(row.name, func(t *testing.T) {
-			p, err := Predict(req, BF16, row.tp, 1, row.batch)
-			if err != nil {
-				t.Fatal(err)
-			}
-			// One batched prefill, then 128 decode steps of the whole batch.
-			got := float64(row.batch)*p.PrefillSeconds + 128*p.DecodeStepSeconds
-			checkPublished(t, got, row.latency, row.heldOut)
+			checkPublished(t, vllmBatchLatency(t, row.tp, row.batch, nil), row.latency, row.heldOut)
 		})
 	}
 }
 
 func TestPublishedVLLMLoadLatency(t *testing.T) {
-	req := Request{Model: mustModel(t, "mixtral-8x7b"), Accelerator: mustAcc(t, "h100-80gb"), Runtime: RuntimeVLLM,
-		Targets: Targets{PromptTokens: 1000, OutputTokens: 50, Context: 1050}}
 	for _, row := range vllmLoadRows {
 		t.Run(row.name, func(t *testing.T) {
-			// In steady state the replica makes qps × 50 tokens per second: the
-			// batch in flight is the smallest whose throughput reaches that.
-			var p Prediction
-			for b := 1; b <= DefaultMaxBatchSize; b++ {
-				var err error
-				if p, err = Predict(req, BF16, 2, 1, b); err != nil {
-					t.Fatal(err)
-				}
-				if p.OutputTokensPerSecond >= 50*row.qps {
-					break
-				}
-			}
-			checkPublished(t, p.ITLSeconds, row.itl, false)
+			checkPublished(t, vllmLoadITL(t, row.qps, nil), row.itl, false)
 		})
+	}
+}
+
+// TestFitVLLMEfficiency refits the vllm profile's BF16 factors: the 0.01 grid point with
+// the smallest worst relative error over the fitted rows (the held-out row excluded).
+func TestFitVLLMEfficiency(t *testing.T) {
+	if !*refit {
+		t.Skip("run with -fit to refit the efficiency factors")
+	}
+	worstAt := func(eff Efficiency) float64 {
+		cal := &Calibration{Version: CalibrationVersion, Efficiency: map[Quantization]Efficiency{BF16: eff}}
+		worst := 0.0
+		for _, r := range vllmBatchRows {
+			if !r.heldOut {
+				worst = math.Max(worst, math.Abs(relativeError(vllmBatchLatency(t, r.tp, r.batch, cal), r.latency)))
+			}
+		}
+		for _, r := range vllmLoadRows {
+			worst = math.Max(worst, math.Abs(relativeError(vllmLoadITL(t, r.qps, cal), r.itl)))
+		}
+		return worst
+	}
+	best, bestEff := math.Inf(1), Efficiency{}
+	for eb := 40; eb <= 90; eb++ {
+		for ec := 10; ec <= 80; ec++ {
+			eff := Efficiency{Bandwidth: float64(eb) / 100, Compute: float64(ec) / 100}
+			if w := worstAt(eff); w < best {
+				best, bestEff = w, eff
+			}
+		}
+	}
+	t.Logf("BF16: bandwidth %.2f, compute %.2f, worst error %.1f%%", bestEff.Bandwidth, bestEff.Compute, 100*best)
+	if def := vllmEfficiency[BF16]; math.Abs(def.Bandwidth-bestEff.Bandwidth) > 0.011 || math.Abs(def.Compute-bestEff.Compute) > 0.011 {
+		t.Errorf("vllm BF16 default %+v differs from the fit %+v: update vllmEfficiency and docs/planner.md", def, bestEff)
 	}
 }
 

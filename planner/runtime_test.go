@@ -110,7 +110,7 @@ func TestPipelineStagesShareTheModelAndAddOnlyHops(t *testing.T) {
 	}
 }
 
-func mustModel(t *testing.T, name string) Model {
+func mustModel(t testing.TB, name string) Model {
 	t.Helper()
 	m, err := ModelPreset(name)
 	if err != nil {
@@ -119,7 +119,7 @@ func mustModel(t *testing.T, name string) Model {
 	return m
 }
 
-func mustAcc(t *testing.T, name string) Accelerator {
+func mustAcc(t testing.TB, name string) Accelerator {
 	t.Helper()
 	a, err := AcceleratorByName(name)
 	if err != nil {

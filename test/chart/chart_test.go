@@ -347,8 +347,14 @@ func TestNetworkPolicy(t *testing.T) {
 		if !reflect.DeepEqual(p.Spec.PodSelector.MatchLabels, map[string]string{"app.kubernetes.io/name": "moe-engine"}) {
 			t.Errorf("%s: selects %v, want the engine pods", p.Namespace, p.Spec.PodSelector.MatchLabels)
 		}
-		if !reflect.DeepEqual(p.Spec.PolicyTypes, []networkingv1.PolicyType{networkingv1.PolicyTypeIngress}) || len(p.Spec.Ingress) != 1 {
+		if !reflect.DeepEqual(p.Spec.PolicyTypes, []networkingv1.PolicyType{networkingv1.PolicyTypeIngress}) || len(p.Spec.Ingress) != 2 {
 			t.Fatalf("%s: policy types %v, %d ingress rules", p.Namespace, p.Spec.PolicyTypes, len(p.Spec.Ingress))
+		}
+		// Engine pods reach each other on every port (a multi-node replica's Ray and NCCL).
+		peers := p.Spec.Ingress[1]
+		engines := networkingv1.NetworkPolicyPeer{PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"app.kubernetes.io/name": "moe-engine"}}}
+		if len(peers.Ports) != 0 || !reflect.DeepEqual(peers.From, []networkingv1.NetworkPolicyPeer{engines}) {
+			t.Errorf("%s: second rule %+v, want every port from the engine pods", p.Namespace, peers)
 		}
 		rule := p.Spec.Ingress[0]
 		if len(rule.Ports) != 1 || rule.Ports[0].Port.StrVal != "http" {
