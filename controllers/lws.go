@@ -193,6 +193,9 @@ func (r *MixtralDeploymentReconciler) deleteLeaderWorkerSet(ctx context.Context,
 // deleteOwned deletes obj if it exists and owner controls it; objects of others stay.
 func deleteOwned(ctx context.Context, c client.Client, owner client.Object, kind string, obj client.Object) error {
 	if err := c.Get(ctx, client.ObjectKeyFromObject(obj), obj); err != nil {
+		if meta.IsNoMatchError(err) {
+			return nil // the API is gone, and with it every object of its kind
+		}
 		return client.IgnoreNotFound(err)
 	}
 	if !metav1.IsControlledBy(obj, owner) {

@@ -13,6 +13,7 @@ import (
 	policyv1 "k8s.io/api/policy/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -255,14 +256,9 @@ func (r *MixtralDeploymentReconciler) reconcilePodDisruptionBudget(ctx context.C
 // and patches status only when it changed.
 func (r *MixtralDeploymentReconciler) reconcileStatus(ctx context.Context, s *scope, reconcileErr error) error {
 	if s.deployment == nil {
-		// No workload phase ran (no plan this pass): report on whatever is running.
-		d := &appsv1.Deployment{}
-		err := r.Get(ctx, client.ObjectKeyFromObject(s.obj), d)
-		switch {
-		case err == nil && isControlledBy(d, s.obj):
-			s.deployment = d
-		case err != nil && client.IgnoreNotFound(err) != nil:
-			return fmt.Errorf("reading Deployment %q: %w", s.obj.Name, err)
+		// No workload phase ran (no plan this pass, or no LWS API): report on whatever runs.
+		if err := r.readRunningWorkload(ctx, s); err != nil {
+			return err
 		}
 	}
 	if reconcileErr == nil {
@@ -281,6 +277,33 @@ func (r *MixtralDeploymentReconciler) reconcileStatus(ctx context.Context, s *sc
 	}
 	if err := r.Status().Patch(ctx, s.obj, client.MergeFrom(s.before)); err != nil {
 		return fmt.Errorf("writing status: %w", client.IgnoreNotFound(err))
+	}
+	return nil
+}
+
+// readRunningWorkload sets s.deployment to the engine workload that runs: the
+// LeaderWorkerSet of a multi-node plan in effect (when the API exists), else the
+// Deployment.
+func (r *MixtralDeploymentReconciler) readRunningWorkload(ctx context.Context, s *scope) error {
+	key := client.ObjectKeyFromObject(s.obj)
+	if p := s.obj.Status.Plan; p != nil && p.NodesPerReplica > 1 && s.blocked == "" {
+		l := &lwsv1.LeaderWorkerSet{}
+		err := r.Get(ctx, key, l)
+		switch {
+		case err == nil && isControlledBy(l, s.obj):
+			s.deployment = leaderWorkerSetView(l)
+			return nil
+		case err != nil && client.IgnoreNotFound(err) != nil && !meta.IsNoMatchError(err):
+			return fmt.Errorf("reading LeaderWorkerSet %q: %w", s.obj.Name, err)
+		}
+	}
+	d := &appsv1.Deployment{}
+	err := r.Get(ctx, key, d)
+	switch {
+	case err == nil && isControlledBy(d, s.obj):
+		s.deployment = d
+	case err != nil && client.IgnoreNotFound(err) != nil:
+		return fmt.Errorf("reading Deployment %q: %w", s.obj.Name, err)
 	}
 	return nil
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -43,21 +42,7 @@ func TestEnvtestVLLMDeploymentRunsTheOpenAIServerWithThePlansArguments(t *testin
 	c := engineContainer(d)
 	g.Expect(c.Image).To(Equal(DefaultVLLMImage))
 	g.Expect(c.Command).To(Equal([]string{"python3", "-m", "vllm.entrypoints.openai.api_server"}))
-	want := []string{
-		"--model", "mistralai/Mixtral-8x7B-Instruct-v0.1",
-		"--served-model-name", "mixtral-8x7b-instruct",
-		"--tensor-parallel-size", strconv.Itoa(int(plan.TensorParallelism)),
-		"--pipeline-parallel-size", "1",
-	}
-	if plan.Quantization == "FP8" {
-		want = append(want, "--quantization", "fp8")
-	}
-	g.Expect(c.Args).To(Equal(append(want,
-		"--max-model-len", "32768",
-		"--max-num-seqs", strconv.Itoa(int(plan.BatchSize)),
-		"--gpu-memory-utilization", "0.90",
-		"--port", "8000",
-	)))
+	g.Expect(c.Args).To(Equal(wantMixtral8x7BVLLMArgs(*plan)))
 	g.Expect(c.LivenessProbe.HTTPGet.Path).To(Equal("/health"))
 	g.Expect(c.Env).To(ContainElement(HaveField("Name", "HF_TOKEN")))
 	gpus := c.Resources.Limits["nvidia.com/gpu"]
@@ -201,6 +186,20 @@ func TestEnvtestMultiNodeRunsAsLeaderWorkerSet(t *testing.T) {
 		g.Expect(cur.Status.Replicas).To(Equal(int32(2)))
 		g.Expect(cur.Status.ReadyReplicas).To(Equal(int32(1)))
 		g.Expect(cur.Status.GPUs).To(Equal(int32(32)))
+		g.Expect(condition(g, cur, servingv1alpha1.ConditionAvailable).Status).To(Equal(metav1.ConditionTrue))
+	})
+
+	// A spec the planner refuses keeps the running groups, and status still reads them.
+	eventually(t, func(g Gomega) {
+		cur := get(g, ns, obj.Name, &servingv1alpha1.MixtralDeployment{})
+		cur.Spec.Targets.InterTokenLatency = &metav1.Duration{Duration: time.Millisecond}
+		g.Expect(k8sClient.Update(ctx, cur)).To(Succeed())
+	})
+	eventually(t, func(g Gomega) {
+		cur := get(g, ns, obj.Name, &servingv1alpha1.MixtralDeployment{})
+		g.Expect(cur.Status.ObservedGeneration).To(Equal(cur.Generation))
+		g.Expect(condition(g, cur, servingv1alpha1.ConditionPlanned).Status).To(Equal(metav1.ConditionFalse))
+		g.Expect(cur.Status.ReadyReplicas).To(Equal(int32(1)))
 		g.Expect(condition(g, cur, servingv1alpha1.ConditionAvailable).Status).To(Equal(metav1.ConditionTrue))
 	})
 }

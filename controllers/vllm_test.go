@@ -30,14 +30,10 @@ func vllmL4MultiNode() *servingv1alpha1.MixtralDeployment {
 	return obj
 }
 
-func TestVLLMArgumentsComeFromThePlan(t *testing.T) {
-	g := NewWithT(t)
-	w := plannedWorkload(t, vllmH100())
-	w.obj.Status.Plan = &w.plan
-	p := w.plan
-	g.Expect(p.NodesPerReplica).To(Equal(int32(1)))
-	c := desiredDeployment(w).Spec.Template.Spec.Containers[0]
-	g.Expect(c.Command).To(Equal([]string{"python3", "-m", "vllm.entrypoints.openai.api_server"}))
+// wantMixtral8x7BVLLMArgs is the vLLM command line for the Mixtral-8x7B-Instruct preset on
+// one node under plan p (the samples' 32k context, port 8000, 10% GPU headroom), written
+// out by hand from the vLLM flags docs/runtimes.md cites.
+func wantMixtral8x7BVLLMArgs(p servingv1alpha1.Plan) []string {
 	want := []string{
 		"--model", "mistralai/Mixtral-8x7B-Instruct-v0.1",
 		"--served-model-name", "mixtral-8x7b-instruct",
@@ -47,13 +43,23 @@ func TestVLLMArgumentsComeFromThePlan(t *testing.T) {
 	if p.Quantization == "FP8" {
 		want = append(want, "--quantization", "fp8")
 	}
-	want = append(want,
+	return append(want,
 		"--max-model-len", "32768",
 		"--max-num-seqs", strconv.Itoa(int(p.BatchSize)),
 		"--gpu-memory-utilization", "0.90",
 		"--port", "8000",
 	)
-	g.Expect(c.Args).To(Equal(want))
+}
+
+func TestVLLMArgumentsComeFromThePlan(t *testing.T) {
+	g := NewWithT(t)
+	w := plannedWorkload(t, vllmH100())
+	w.obj.Status.Plan = &w.plan
+	p := w.plan
+	g.Expect(p.NodesPerReplica).To(Equal(int32(1)))
+	c := desiredDeployment(w).Spec.Template.Spec.Containers[0]
+	g.Expect(c.Command).To(Equal([]string{"python3", "-m", "vllm.entrypoints.openai.api_server"}))
+	g.Expect(c.Args).To(Equal(wantMixtral8x7BVLLMArgs(p)))
 	g.Expect(c.ReadinessProbe.HTTPGet.Path).To(Equal("/health"))
 	g.Expect(c.StartupProbe.HTTPGet.Path).To(Equal("/health"))
 	g.Expect(c.Env).To(ContainElements(
