@@ -13,16 +13,17 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/moe-operator/moe-operator/engine/server"
+	"github.com/moe-operator/moe-operator/gateway/enginemetrics"
 )
 
 // The autoscaler reads the engine's metrics by name without importing the engine; the
 // names must stay the engine's.
 func TestAutoscalerMetricNamesAreTheEngines(t *testing.T) {
 	g := NewWithT(t)
-	g.Expect(metricRequestsRunning).To(Equal(server.MetricRequestsRunning))
-	g.Expect(metricRequestsWaiting).To(Equal(server.MetricRequestsWaiting))
-	g.Expect(metricKVCacheUsage).To(Equal(server.MetricKVCacheUsage))
-	g.Expect(metricGenerationTokens).To(Equal(server.MetricGenerationTokens))
+	g.Expect(enginemetrics.RequestsRunning).To(Equal(server.MetricRequestsRunning))
+	g.Expect(enginemetrics.RequestsWaiting).To(Equal(server.MetricRequestsWaiting))
+	g.Expect(enginemetrics.KVCacheUsage).To(Equal(server.MetricKVCacheUsage))
+	g.Expect(enginemetrics.GenerationTokens).To(Equal(server.MetricGenerationTokens))
 }
 
 const engineExposition = `# HELP vllm:num_requests_running Requests in the running batch.

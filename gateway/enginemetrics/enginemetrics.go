@@ -1,0 +1,104 @@
+// Package enginemetrics reads an inference engine's Prometheus /metrics: the vLLM-named load
+// gauges and the generated-token counter that `moe serve` and vLLM both export. The
+// operator's autoscaler and `moe gateway` read engines through it, over HTTP only: it
+// imports nothing of the engine.
+package enginemetrics
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"math"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+)
+
+// The metric names: vLLM's, as `moe serve` exports them (docs/metrics.md). They are an API
+// shared with users' dashboards and KEDA rules; a test holds them equal to engine/server's
+// constants.
+const (
+	RequestsRunning  = "vllm:num_requests_running"
+	RequestsWaiting  = "vllm:num_requests_waiting"
+	KVCacheUsage     = "vllm:kv_cache_usage_perc"
+	GenerationTokens = "vllm:generation_tokens_total"
+	// KVCacheUsageV0 is the KV-cache gauge's name before vLLM's V1 engine (0.8 and
+	// earlier), read when the V1 name is absent.
+	KVCacheUsageV0 = "vllm:gpu_cache_usage_perc"
+)
+
+// MaxBytes bounds one /metrics response. An engine's is a few kilobytes; anything much
+// larger is not an engine.
+const MaxBytes = 4 << 20
+
+// ErrMissing marks an exposition that lacks one of the metrics, for example from an engine
+// too old to export it.
+var ErrMissing = errors.New("metric missing")
+
+// Reading is one reading of an engine's /metrics, each value summed over the series of its
+// name (one engine serves one model; vLLM's V1 engine adds an engine label).
+type Reading struct {
+	// Running and Waiting are vllm:num_requests_running and vllm:num_requests_waiting.
+	Running, Waiting float64
+	// KVCacheUsage is vllm:kv_cache_usage_perc, a fraction from 0 to 1.
+	KVCacheUsage float64
+	// GenerationTokens is the counter vllm:generation_tokens_total.
+	GenerationTokens float64
+}
+
+// Parse reads a Prometheus text exposition. Each metric of Reading must be present, with
+// at least one series; a negative, NaN or infinite value is an error.
+func Parse(r io.Reader) (Reading, error) {
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(r)
+	if err != nil {
+		return Reading{}, fmt.Errorf("parsing /metrics: %w", err)
+	}
+	if _, ok := families[KVCacheUsage]; !ok {
+		families[KVCacheUsage] = families[KVCacheUsageV0]
+	}
+	var m Reading
+	for _, f := range []struct {
+		name string
+		dst  *float64
+	}{
+		{RequestsRunning, &m.Running},
+		{RequestsWaiting, &m.Waiting},
+		{KVCacheUsage, &m.KVCacheUsage},
+		{GenerationTokens, &m.GenerationTokens},
+	} {
+		v, err := sumFamily(families[f.name])
+		if err != nil {
+			return Reading{}, fmt.Errorf("%s: %w", f.name, err)
+		}
+		*f.dst = v
+	}
+	return m, nil
+}
+
+// sumFamily adds up a gauge, counter or untyped family's samples.
+func sumFamily(f *dto.MetricFamily) (float64, error) {
+	if f == nil || len(f.GetMetric()) == 0 {
+		return 0, ErrMissing
+	}
+	var sum float64
+	for _, m := range f.GetMetric() {
+		var v float64
+		switch {
+		case m.GetGauge() != nil:
+			v = m.GetGauge().GetValue()
+		case m.GetCounter() != nil:
+			v = m.GetCounter().GetValue()
+		case m.GetUntyped() != nil:
+			v = m.GetUntyped().GetValue()
+		default:
+			return 0, fmt.Errorf("type %s is not a gauge or counter", f.GetType())
+		}
+		if math.IsNaN(v) || math.IsInf(v, 0) || v < 0 {
+			return 0, fmt.Errorf("value %v is not a load", v)
+		}
+		sum += v
+	}
+	return sum, nil
+}

@@ -1,0 +1,253 @@
+package gateway
+
+import (
+	"fmt"
+	"hash/fnv"
+	"math"
+	"net/url"
+	"slices"
+	"sort"
+	"strconv"
+	"sync"
+	"sync/atomic"
+
+	"github.com/moe-operator/moe-operator/gateway/enginemetrics"
+)
+
+// Replica is one engine endpoint of a model.
+type Replica struct {
+	Model string
+	URL   *url.URL
+
+	// inflight counts the requests this gateway has open on the replica.
+	inflight atomic.Int64
+	// load is what the replica's /metrics said at the last scrape.
+	load atomic.Pointer[enginemetrics.Reading]
+	// down is set while the latest scrape or request failed to reach the replica.
+	down atomic.Bool
+}
+
+// score is the replica's load as the router weighs it: the requests this gateway has open on
+// it plus those waiting in its queue (which include other gateways' and clients').
+func (r *Replica) score() float64 {
+	s := float64(r.inflight.Load())
+	if l := r.load.Load(); l != nil {
+		s += l.Waiting
+	}
+	return s
+}
+
+// full reports whether the replica's KV cache is nearly exhausted: new requests there would
+// wait or preempt others.
+func (r *Replica) full() bool {
+	l := r.load.Load()
+	return l != nil && l.KVCacheUsage >= kvFull
+}
+
+const (
+	kvFull = 0.98
+	// virtualNodes is each replica's points on the hash ring: enough for an even spread
+	// over a handful of replicas.
+	virtualNodes = 64
+)
+
+// Decision says how a replica was chosen.
+type Decision string
+
+// Routing decisions, as the moe_gateway_routing_decisions_total metric labels them.
+const (
+	// DecisionPrefix: the prompt's prefix hashed to this replica and it had room.
+	DecisionPrefix Decision = "prefix"
+	// DecisionPrefixOverflow: the prefix's replica was over the load bound (or full); the
+	// next one on the ring took it.
+	DecisionPrefixOverflow Decision = "prefix_overflow"
+	// DecisionLeastLoaded: no prefix to hash (or a retry): the least-loaded replica.
+	DecisionLeastLoaded Decision = "least_loaded"
+)
+
+// pool is one model's replicas and their hash ring.
+type pool struct {
+	replicas []*Replica
+	ring     []ringPoint
+}
+
+type ringPoint struct {
+	hash    uint64
+	replica *Replica
+}
+
+func hash64(s string) uint64 {
+	h := fnv.New64a()
+	_, _ = h.Write([]byte(s))
+	// fnv's low bits mix poorly for short keys; finish like SplitMix64.
+	x := h.Sum64()
+	x ^= x >> 30
+	x *= 0xbf58476d1ce4e5b9
+	x ^= x >> 27
+	x *= 0x94d049bb133111eb
+	return x ^ (x >> 31)
+}
+
+func newPool(replicas []*Replica) *pool {
+	p := &pool{replicas: replicas}
+	for _, r := range replicas {
+		for i := range virtualNodes {
+			p.ring = append(p.ring, ringPoint{hash64(r.URL.String() + "#" + strconv.Itoa(i)), r})
+		}
+	}
+	sort.Slice(p.ring, func(i, j int) bool { return p.ring[i].hash < p.ring[j].hash })
+	return p
+}
+
+// Router holds every model's replicas and picks one per request.
+type Router struct {
+	// Epsilon is the bounded-load slack: no replica takes a request while its score is
+	// above (1+Epsilon) × the mean (plus the request). 0 means 0.25.
+	Epsilon float64
+
+	mu    sync.RWMutex
+	pools map[string]*pool
+}
+
+// NewRouter returns a router over replicas (grouped by model).
+func NewRouter(replicas []*Replica) *Router {
+	r := &Router{}
+	r.Set(replicas)
+	return r
+}
+
+// Set replaces the replicas. A replica keeps its counters when its model and URL stay.
+func (rt *Router) Set(replicas []*Replica) {
+	byModel := map[string][]*Replica{}
+	rt.mu.RLock()
+	old := rt.pools
+	rt.mu.RUnlock()
+	for _, r := range replicas {
+		if p := old[r.Model]; p != nil {
+			if i := slices.IndexFunc(p.replicas, func(o *Replica) bool { return o.URL.String() == r.URL.String() }); i >= 0 {
+				r = p.replicas[i]
+			}
+		}
+		byModel[r.Model] = append(byModel[r.Model], r)
+	}
+	pools := make(map[string]*pool, len(byModel))
+	for m, rs := range byModel {
+		pools[m] = newPool(rs)
+	}
+	rt.mu.Lock()
+	rt.pools = pools
+	rt.mu.Unlock()
+}
+
+// Models lists the models served, sorted.
+func (rt *Router) Models() []string {
+	rt.mu.RLock()
+	defer rt.mu.RUnlock()
+	models := make([]string, 0, len(rt.pools))
+	for m := range rt.pools {
+		models = append(models, m)
+	}
+	sort.Strings(models)
+	return models
+}
+
+// Replicas lists every replica.
+func (rt *Router) Replicas() []*Replica {
+	rt.mu.RLock()
+	defer rt.mu.RUnlock()
+	var out []*Replica
+	for _, p := range rt.pools {
+		out = append(out, p.replicas...)
+	}
+	return out
+}
+
+// errUnknownModel is Pick's answer for a model no replica serves.
+var errUnknownModel = fmt.Errorf("unknown model")
+
+// Pick chooses a replica of model for a request whose prompt starts with prefix, skipping
+// those in exclude (replicas already tried). Replicas that are down are chosen only when
+// every other one is. An empty prefix picks the least-loaded replica; otherwise the walk
+// starts at the prefix's point on the ring and takes the first replica within the load
+// bound (consistent hashing with bounded load).
+func (rt *Router) Pick(model, prefix string, exclude []*Replica) (*Replica, Decision, error) {
+	rt.mu.RLock()
+	p := rt.pools[model]
+	rt.mu.RUnlock()
+	if p == nil {
+		return nil, "", errUnknownModel
+	}
+	usable := func(r *Replica, allowDown bool) bool {
+		return !slices.Contains(exclude, r) && (allowDown || !r.down.Load())
+	}
+	for _, allowDown := range []bool{false, true} {
+		var candidates []*Replica
+		for _, r := range p.replicas {
+			if usable(r, allowDown) {
+				candidates = append(candidates, r)
+			}
+		}
+		if len(candidates) == 0 {
+			continue
+		}
+		if prefix == "" {
+			return leastLoaded(candidates), DecisionLeastLoaded, nil
+		}
+		r, d := rt.walk(p, prefix, candidates)
+		return r, d, nil
+	}
+	return nil, "", fmt.Errorf("every replica of %s was tried", model)
+}
+
+// walk is the bounded-load walk of the ring from prefix's point over candidates: the
+// first candidate within the load bound whose KV cache has room. The first candidate met
+// owns the prefix (DecisionPrefix); a later one took it over (DecisionPrefixOverflow).
+func (rt *Router) walk(p *pool, prefix string, candidates []*Replica) (*Replica, Decision) {
+	eps := rt.Epsilon
+	if eps <= 0 {
+		eps = 0.25
+	}
+	total := 1.0 // the request being placed
+	for _, r := range candidates {
+		total += r.score()
+	}
+	bound := math.Ceil(total / float64(len(candidates)) * (1 + eps))
+	h := hash64(prefix)
+	start := sort.Search(len(p.ring), func(i int) bool { return p.ring[i].hash >= h })
+	var owner *Replica
+	for i := range p.ring {
+		r := p.ring[(start+i)%len(p.ring)].replica
+		if !slices.Contains(candidates, r) {
+			continue
+		}
+		if owner == nil {
+			owner = r
+		}
+		if r.score()+1 <= bound && !r.full() {
+			if r == owner {
+				return r, DecisionPrefix
+			}
+			return r, DecisionPrefixOverflow
+		}
+	}
+	return leastLoaded(candidates), DecisionPrefixOverflow
+}
+
+// leastLoaded is the replica with the lowest score, then the emptier KV cache, then the
+// first listed.
+func leastLoaded(rs []*Replica) *Replica {
+	best := rs[0]
+	for _, r := range rs[1:] {
+		if s, b := r.score(), best.score(); s < b || (s == b && kvUsage(r) < kvUsage(best)) {
+			best = r
+		}
+	}
+	return best
+}
+
+func kvUsage(r *Replica) float64 {
+	if l := r.load.Load(); l != nil {
+		return l.KVCacheUsage
+	}
+	return 0
+}
