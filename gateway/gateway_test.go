@@ -281,7 +281,7 @@ func TestScrapeReadsTheEnginesLoad(t *testing.T) {
 
 func TestAFailureBeforeTheFirstByteIsRetriedOnAnotherReplica(t *testing.T) {
 	for _, tt := range []struct {
-		name  string
+		name   string
 		break_ func(e *engine)
 	}{
 		{"connection refused", func(e *engine) { e.srv.Close() }},
