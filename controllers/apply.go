@@ -117,10 +117,19 @@ func syncDeployment(existing, desired *appsv1.Deployment) bool {
 	return changed
 }
 
-// syncService owns the type, selector and ports; the cluster IP and other allocated
-// fields stay as the API server set them.
+// syncService owns the type, selector, ports and the operator's annotations (others are
+// kept); the cluster IP and other allocated fields stay as the API server set them.
 func syncService(existing, desired *corev1.Service) bool {
 	changed := false
+	for k, v := range desired.Annotations {
+		if existing.Annotations[k] != v {
+			if existing.Annotations == nil {
+				existing.Annotations = map[string]string{}
+			}
+			existing.Annotations[k] = v
+			changed = true
+		}
+	}
 	if existing.Spec.Type != desired.Spec.Type {
 		existing.Spec.Type = desired.Spec.Type
 		changed = true

@@ -641,10 +641,12 @@ func desiredDeployment(w workload) *appsv1.Deployment {
 	}
 }
 
-// desiredService is the ClusterIP Service in front of the engine pods.
+// desiredService is the ClusterIP Service in front of the engine pods, annotated with the
+// model name it serves (for `moe gateway`).
 func desiredService(w workload) *corev1.Service {
 	return &corev1.Service{
-		ObjectMeta: metav1.ObjectMeta{Name: w.obj.Name, Namespace: w.obj.Namespace, Labels: commonLabels(w.obj.Name)},
+		ObjectMeta: metav1.ObjectMeta{Name: w.obj.Name, Namespace: w.obj.Namespace, Labels: commonLabels(w.obj.Name),
+			Annotations: map[string]string{servingv1alpha1.AnnotationServedModelName: servedModelName(w.obj)}},
 		Spec: corev1.ServiceSpec{
 			Type:     corev1.ServiceTypeClusterIP,
 			Selector: servingLabels(w.obj),

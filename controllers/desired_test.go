@@ -15,6 +15,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	servingv1alpha1 "github.com/moe-operator/moe-operator/api/v1alpha1"
+	"github.com/moe-operator/moe-operator/gateway/kube"
 	"github.com/moe-operator/moe-operator/planner"
 )
 
@@ -444,6 +445,15 @@ func TestSyncServiceAndPDB(t *testing.T) {
 	g.Expect(syncService(stored, desiredService(w))).To(BeTrue())
 	g.Expect(stored.Spec.Ports[0].Port).To(Equal(int32(9000)))
 	g.Expect(stored.Spec.ClusterIP).To(Equal("10.0.0.12"))
+
+	// The served model name, which moe gateway routes by, follows spec.model.servedName;
+	// others' annotations stay.
+	g.Expect(svc.Annotations).To(HaveKeyWithValue(servingv1alpha1.AnnotationServedModelName, "mixtral-8x7b-instruct"))
+	g.Expect(kube.AnnotationServedModelName).To(Equal(servingv1alpha1.AnnotationServedModelName), "the gateway reads the operator's annotation")
+	stored.Annotations["example.com/note"] = "kept"
+	w.obj.Spec.Model.ServedName = "chat"
+	g.Expect(syncService(stored, desiredService(w))).To(BeTrue())
+	g.Expect(stored.Annotations).To(Equal(map[string]string{servingv1alpha1.AnnotationServedModelName: "chat", "example.com/note": "kept"}))
 
 	pdb := desiredPodDisruptionBudget(w)
 	g.Expect(pdb.Spec.MaxUnavailable.IntValue()).To(Equal(1))

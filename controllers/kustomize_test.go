@@ -27,7 +27,7 @@ func TestEnvtestKustomizeDefault(t *testing.T) {
 	ns := newNamespace(t)
 
 	kinds := map[string]int{}
-	var manager *appsv1.Deployment
+	var manager, gateway *appsv1.Deployment
 	var rules []string
 	for _, r := range resources.Resources() {
 		m, err := r.Map()
@@ -42,8 +42,13 @@ func TestEnvtestKustomizeDefault(t *testing.T) {
 			g.Expect(obj.GetLabels()).To(HaveKeyWithValue("pod-security.kubernetes.io/enforce", "restricted"))
 			continue
 		case "Deployment":
-			manager = &appsv1.Deployment{}
-			g.Expect(runtime.DefaultUnstructuredConverter.FromUnstructured(m, manager)).To(Succeed())
+			d := &appsv1.Deployment{}
+			g.Expect(runtime.DefaultUnstructuredConverter.FromUnstructured(m, d)).To(Succeed())
+			if d.Name == "moe-operator-gateway" {
+				gateway = d
+			} else {
+				manager = d
+			}
 		case "ClusterRole":
 			for _, rule := range m["rules"].([]any) {
 				for _, res := range append(toStrings(rule.(map[string]any)["resources"]), toStrings(rule.(map[string]any)["nonResourceURLs"])...) {
@@ -58,16 +63,19 @@ func TestEnvtestKustomizeDefault(t *testing.T) {
 		g.Expect(k8sClient.Create(ctx, obj, client.DryRunAll, client.FieldValidation("Strict"))).To(Succeed(), "%s %s", obj.GetKind(), obj.GetName())
 	}
 	g.Expect(kinds).To(Equal(map[string]int{
-		"CustomResourceDefinition": 1, "Namespace": 1, "ServiceAccount": 1, "Role": 1, "RoleBinding": 1,
-		"ClusterRole": 4, "ClusterRoleBinding": 1, "Service": 1, "Deployment": 1,
+		"CustomResourceDefinition": 1, "Namespace": 1, "ServiceAccount": 2, "Role": 1, "RoleBinding": 1,
+		"ClusterRole": 5, "ClusterRoleBinding": 2, "Service": 2, "Deployment": 2,
 	}))
+	g.Expect(gateway).NotTo(BeNil())
+	g.Expect(gateway.Spec.Template.Spec.Containers[0].Image).To(Equal("ghcr.io/moe-operator/moe-engine:dev"))
+	g.Expect(gateway.Spec.Template.Spec.Containers[0].Args).To(Equal([]string{"gateway", "--kubernetes", "--port=8080"}))
 	g.Expect(manager).NotTo(BeNil())
 	g.Expect(manager.Name).To(Equal("moe-operator-controller-manager"))
 	g.Expect(manager.Spec.Template.Spec.Containers[0].Image).To(Equal("ghcr.io/moe-operator/moe-operator:dev"))
 	g.Expect(manager.Spec.Template.Spec.Containers[0].Args).To(ContainElement("--metrics-bind-address=:8443"))
 	g.Expect(manager.Spec.Template.Spec.Containers[0].Args).NotTo(ContainElement("--metrics-secure=false"))
 	g.Expect(rules).To(ContainElements("moe-operator-manager-role:tokenreviews", "moe-operator-manager-role:subjectaccessreviews",
-		"moe-operator-metrics-reader:/metrics"))
+		"moe-operator-metrics-reader:/metrics", "moe-operator-gateway:endpointslices"))
 }
 
 func toStrings(v any) []string {

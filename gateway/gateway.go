@@ -280,6 +280,9 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, q request, bod
 		}
 		rep, decision, err := g.router.Pick(q.Model, prefix, tried)
 		if err != nil {
+			if lastErr == nil {
+				lastErr = err
+			}
 			break
 		}
 		tried = append(tried, rep)
@@ -302,7 +305,7 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, q request, bod
 	}
 	g.log.Warn("no replica answered", "model", q.Model, "tried", len(tried), "error", lastErr)
 	writeError(w, apiError{status: http.StatusServiceUnavailable, typ: "service_unavailable_error", code: "no_replica",
-		message: fmt.Sprintf("no replica of %s could take the request (%v); retry later", q.Model, lastErr), retryAfter: 1})
+		message: fmt.Sprintf("no replica of %s could take the request: %v; retry later", q.Model, lastErr), retryAfter: 1})
 	return http.StatusServiceUnavailable
 }
 

@@ -281,8 +281,8 @@ func TestScrapeReadsTheEnginesLoad(t *testing.T) {
 
 func TestAFailureBeforeTheFirstByteIsRetriedOnAnotherReplica(t *testing.T) {
 	for _, tt := range []struct {
-		name   string
-		break_ func(e *engine)
+		name string
+		fail func(e *engine)
 	}{
 		{"connection refused", func(e *engine) { e.srv.Close() }},
 		{"503 from a draining engine", func(e *engine) { e.status.Store(503) }},
@@ -296,7 +296,7 @@ func TestAFailureBeforeTheFirstByteIsRetriedOnAnotherReplica(t *testing.T) {
 			if owner.URL.String() == b.srv.URL {
 				broken, healthy = b, a
 			}
-			tt.break_(broken)
+			tt.fail(broken)
 			res, body := post(t, base, "/v1/chat/completions", chat("m", "p"))
 			if res.StatusCode != 200 || !strings.Contains(body, `"content":"`+healthy.name+`"`) {
 				t.Fatalf("%d %q, want the healthy replica's answer", res.StatusCode, body)

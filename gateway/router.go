@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"errors"
 	"fmt"
 	"hash/fnv"
 	"math"
@@ -117,8 +118,13 @@ func NewRouter(replicas []*Replica) *Router {
 }
 
 // Set replaces the replicas. A replica keeps its counters when its model and URL stay.
-func (rt *Router) Set(replicas []*Replica) {
+// models names models that exist without a ready replica (starting, or scaled to zero):
+// their requests get 503 rather than 404.
+func (rt *Router) Set(replicas []*Replica, models ...string) {
 	byModel := map[string][]*Replica{}
+	for _, m := range models {
+		byModel[m] = nil
+	}
 	rt.mu.RLock()
 	old := rt.pools
 	rt.mu.RUnlock()
@@ -162,8 +168,12 @@ func (rt *Router) Replicas() []*Replica {
 	return out
 }
 
-// errUnknownModel is Pick's answer for a model no replica serves.
-var errUnknownModel = fmt.Errorf("unknown model")
+// Pick's errors: a model the router does not know, and a known model with no replica left
+// to try.
+var (
+	errUnknownModel = errors.New("unknown model")
+	errNoReplica    = errors.New("no replica")
+)
 
 // Pick chooses a replica of model for a request whose prompt starts with prefix, skipping
 // those in exclude (replicas already tried). Replicas that are down are chosen only when
@@ -179,6 +189,9 @@ func (rt *Router) Pick(model, prefix string, exclude []*Replica) (*Replica, Deci
 	}
 	usable := func(r *Replica, allowDown bool) bool {
 		return !slices.Contains(exclude, r) && (allowDown || !r.down.Load())
+	}
+	if len(p.replicas) == 0 {
+		return nil, "", fmt.Errorf("%w: no replica of %s is ready (it is starting, or scaled to zero)", errNoReplica, model)
 	}
 	for _, allowDown := range []bool{false, true} {
 		var candidates []*Replica
@@ -196,7 +209,7 @@ func (rt *Router) Pick(model, prefix string, exclude []*Replica) (*Replica, Deci
 		r, d := rt.walk(p, prefix, candidates)
 		return r, d, nil
 	}
-	return nil, "", fmt.Errorf("every replica of %s was tried", model)
+	return nil, "", fmt.Errorf("%w: every replica of %s was tried", errNoReplica, model)
 }
 
 // walk is the bounded-load walk of the ring from prefix's point over candidates: the

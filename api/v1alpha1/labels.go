@@ -13,4 +13,8 @@ const (
 	// operator keeps spec.replicas following the plan; a different value was written by
 	// someone else (a user, an HPA, KEDA) and is left alone.
 	AnnotationPlannedReplicas = "serving.moe-operator.io/planned-replicas"
+	// AnnotationServedModelName, on an engine Service, is the model name clients send
+	// (spec.model.servedName, else the preset or the object's name). `moe gateway --kubernetes`
+	// routes that name to the Service's ready endpoints.
+	AnnotationServedModelName = "serving.moe-operator.io/served-model-name"
 )

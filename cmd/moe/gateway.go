@@ -16,8 +16,11 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/moe-operator/moe-operator/gateway"
+	kubegw "github.com/moe-operator/moe-operator/gateway/kube"
 )
 
 func init() { rootCmd.AddCommand(newGatewayCmd()) }
@@ -31,6 +34,8 @@ func newGatewayCmd() *cobra.Command {
 		opts                          gateway.Options
 		grace                         time.Duration
 		epsilon                       float64
+		kube                          bool
+		namespace                     string
 	)
 	cmd := &cobra.Command{
 		Use:   "gateway",
@@ -47,14 +52,26 @@ fails before its first byte (connection refused or reset, a 502 or 503 from a
 draining engine) is retried once on another replica; a stream that breaks
 later ends with an error event. Streams pass through chunk by chunk.
 
---backend MODEL=URL names one replica; repeat it, and repeat a model for more
-replicas. Each URL is an engine's base, such as http://10.0.0.7:8000.`,
+--kubernetes takes the replicas from the cluster: the engine Services the
+operator creates (their serving.moe-operator.io/served-model-name annotation
+names the model) and the ready, non-terminating endpoints of their
+EndpointSlices, watched. A MixtralDeployment with no ready pod is known and
+answers 503 with Retry-After; one without a Service is unknown (404).
+Without a cluster, --backend MODEL=URL names one replica; repeat it, and repeat
+a model for more replicas. Each URL is an engine's base, such as
+http://10.0.0.7:8000.`,
 		Example: `  moe gateway --port 8080 --backend mixtral=http://10.0.0.7:8000 --backend mixtral=http://10.0.0.8:8000 --backend small=http://10.0.0.9:8000`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			replicas, err := parseBackends(backends)
-			if err != nil {
-				return err
+			if kube == (len(backends) > 0) {
+				return fmt.Errorf("give either --kubernetes (replicas from the cluster's engine Services) or --backend MODEL=URL flags")
+			}
+			var replicas []*gateway.Replica
+			var err error
+			if !kube {
+				if replicas, err = parseBackends(backends); err != nil {
+					return err
+				}
 			}
 			if keyFile != "" {
 				if opts.Keys, err = gateway.LoadKeys(keyFile); err != nil {
@@ -75,6 +92,19 @@ replicas. Each URL is an engine's base, such as http://10.0.0.7:8000.`,
 			opts.Logger = slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), nil))
 			router := gateway.NewRouter(replicas)
 			router.Epsilon = epsilon
+			if kube {
+				cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(clientcmd.NewDefaultClientConfigLoadingRules(), nil).ClientConfig()
+				if err != nil {
+					return fmt.Errorf("--kubernetes: no cluster configuration (in a pod, or from KUBECONFIG): %w", err)
+				}
+				cs, err := kubernetes.NewForConfig(cfg)
+				if err != nil {
+					return err
+				}
+				if err := kubegw.Watch(ctx, cs, namespace, router, opts.Logger); err != nil {
+					return fmt.Errorf("--kubernetes: %w", err)
+				}
+			}
 			g := gateway.New(router, opts)
 			go g.Scrape(ctx)
 			srv := &http.Server{Handler: g, ReadHeaderTimeout: 30 * time.Second}
@@ -98,6 +128,8 @@ replicas. Each URL is an engine's base, such as http://10.0.0.7:8000.`,
 	f.StringVar(&host, "host", "0.0.0.0", "address to listen on")
 	f.IntVar(&port, "port", 8080, "port to listen on (0: any free port, logged)")
 	f.StringArrayVar(&backends, "backend", nil, "MODEL=URL: a replica of MODEL (repeatable)")
+	f.BoolVar(&kube, "kubernetes", false, "take the replicas from the cluster: the ready endpoints of the operator's engine Services, watched")
+	f.StringVar(&namespace, "namespace", "", "with --kubernetes, watch this namespace only (default: every namespace)")
 	f.StringVar(&keyFile, "api-key-file", "", "require one of the API keys in this file (one per line; re-read when it changes) on /v1/ paths")
 	f.StringVar(&backendKeyFile, "backend-api-key-file", "", "send the API key in this file to the engines")
 	f.IntVar(&opts.MaxConcurrencyPerKey, "max-concurrency-per-key", 0, "requests in flight per API key; past it, 429 (0: unbounded)")

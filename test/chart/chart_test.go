@@ -180,7 +180,8 @@ func TestRejectsBadValues(t *testing.T) {
 
 func TestTemplateDefaults(t *testing.T) {
 	objs := render(t)
-	want := []string{"ClusterRole", "ClusterRole", "ClusterRole", "ClusterRole", "ClusterRoleBinding", "Deployment", "Role", "RoleBinding", "Service", "ServiceAccount"}
+	want := []string{"ClusterRole", "ClusterRole", "ClusterRole", "ClusterRole", "ClusterRole", "ClusterRoleBinding", "ClusterRoleBinding",
+		"Deployment", "Deployment", "Role", "RoleBinding", "Service", "Service", "ServiceAccount", "ServiceAccount"}
 	if got := kinds(objs); !reflect.DeepEqual(got, want) {
 		t.Fatalf("rendered kinds %v, want %v", got, want)
 	}
@@ -440,6 +441,37 @@ func TestInstall(t *testing.T) {
 		t.Error("Pod Security admission let a pod with allowPrivilegeEscalation through")
 	}
 
+	// The gateway's pod too; it may list and watch Services and EndpointSlices, and nothing else.
+	gw, err := cs.AppsV1().Deployments(namespace).Get(ctx, release+"-moe-operator-gateway", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gwPod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "gateway", Namespace: namespace, Labels: gw.Spec.Template.Labels}, Spec: gw.Spec.Template.Spec}
+	if _, err := cs.CoreV1().Pods(namespace).Create(ctx, gwPod, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}}); err != nil {
+		t.Errorf("the gateway pod is not admitted under Pod Security restricted: %v", err)
+	}
+	gwSA := "system:serviceaccount:" + namespace + ":" + release + "-moe-operator-gateway"
+	for _, tc := range []struct {
+		attrs authzv1.ResourceAttributes
+		allow bool
+	}{
+		{authzv1.ResourceAttributes{Group: "", Resource: "services", Verb: "watch"}, true},
+		{authzv1.ResourceAttributes{Group: "discovery.k8s.io", Resource: "endpointslices", Verb: "list"}, true},
+		{authzv1.ResourceAttributes{Group: "", Resource: "services", Verb: "update", Namespace: "team-a"}, false},
+		{authzv1.ResourceAttributes{Group: "", Resource: "secrets", Verb: "get", Namespace: "team-a"}, false},
+		{authzv1.ResourceAttributes{Group: "", Resource: "pods", Verb: "list"}, false},
+	} {
+		review, err := cs.AuthorizationV1().SubjectAccessReviews().Create(ctx, &authzv1.SubjectAccessReview{Spec: authzv1.SubjectAccessReviewSpec{
+			User: gwSA, Groups: []string{"system:serviceaccounts"}, ResourceAttributes: &tc.attrs,
+		}}, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if review.Status.Allowed != tc.allow {
+			t.Errorf("gateway: %s %s in %q: allowed=%v, want %v", tc.attrs.Verb, tc.attrs.Resource, tc.attrs.Namespace, review.Status.Allowed, tc.allow)
+		}
+	}
+
 	sa := "system:serviceaccount:" + namespace + ":moe-manager"
 	for _, tc := range []struct {
 		attrs authzv1.ResourceAttributes
@@ -481,6 +513,50 @@ func TestInstall(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// TestGateway: the gateway runs `moe gateway --kubernetes` from the engine image, with the
+// labels the engines' NetworkPolicy admits, its keys from Secrets, and a restricted pod.
+func TestGateway(t *testing.T) {
+	objs := render(t, "--values", "testdata/all-features.yaml")
+	dep := convert[appsv1.Deployment](t, find(t, objs, "Deployment", "-gateway"))
+	pod := dep.Spec.Template.Spec
+	c := pod.Containers[0]
+	if c.Image != "registry.example.com/moe-engine:1.2.3" {
+		t.Errorf("image %q, want the engine image", c.Image)
+	}
+	want := []string{"gateway", "--kubernetes", "--port=8080", "--namespace=team-a",
+		"--api-key-file=/var/run/secrets/moe-gateway/keys/keys", "--backend-api-key-file=/var/run/secrets/moe-gateway/backend/api-key",
+		"--max-concurrency-per-key=16", "--max-concurrency-per-model=64"}
+	if !reflect.DeepEqual(c.Args, want) {
+		t.Errorf("args %v, want %v", c.Args, want)
+	}
+	if l := dep.Spec.Template.Labels; l["app.kubernetes.io/component"] != "moe-gateway" {
+		t.Errorf("labels %v lack the NetworkPolicy's gatewayLabels", l)
+	}
+	if len(pod.Volumes) != 2 || pod.Volumes[0].Secret.SecretName != "gateway-keys" || pod.Volumes[1].Secret.SecretName != "engine-key" {
+		t.Errorf("volumes %+v", pod.Volumes)
+	}
+	if c.ReadinessProbe == nil || c.ReadinessProbe.HTTPGet.Path != "/health" {
+		t.Errorf("readiness probe %+v", c.ReadinessProbe)
+	}
+	role := convert[rbacv1.ClusterRole](t, find(t, objs, "ClusterRole", "-gateway"))
+	wantRules := []rbacv1.PolicyRule{
+		{APIGroups: []string{""}, Resources: []string{"services"}, Verbs: []string{"list", "watch"}},
+		{APIGroups: []string{"discovery.k8s.io"}, Resources: []string{"endpointslices"}, Verbs: []string{"list", "watch"}},
+	}
+	if !reflect.DeepEqual(role.Rules, wantRules) {
+		t.Errorf("gateway rules %+v", role.Rules)
+	}
+	svc := convert[corev1.Service](t, find(t, objs, "Service", "-gateway"))
+	if svc.Spec.Ports[0].Port != 80 || !reflect.DeepEqual(svc.Spec.Selector, dep.Spec.Selector.MatchLabels) {
+		t.Errorf("Service %+v", svc.Spec)
+	}
+	for _, o := range render(t, "--set", "gateway.enabled=false") {
+		if strings.HasSuffix(o.GetName(), "-gateway") {
+			t.Errorf("gateway.enabled=false still renders %s %s", o.GetKind(), o.GetName())
+		}
+	}
+}
 
 // aggregated checks that the built-in role has the MixtralDeployment verbs aggregated
 // into it (the aggregation controller runs in kube-controller-manager, which envtest lacks,

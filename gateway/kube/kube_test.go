@@ -1,0 +1,176 @@
+package kube
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	"github.com/moe-operator/moe-operator/gateway"
+)
+
+// startAPIServer runs a real kube-apiserver and etcd (envtest). Without the binaries the
+// test fails when MOE_REQUIRE_ENVTEST is set (make test, CI) and skips otherwise.
+func startAPIServer(t *testing.T) kubernetes.Interface {
+	t.Helper()
+	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
+		if os.Getenv("MOE_REQUIRE_ENVTEST") != "" {
+			t.Fatal("KUBEBUILDER_ASSETS is not set; run `make test`")
+		}
+		t.Skip("KUBEBUILDER_ASSETS is not set; run `make test`")
+	}
+	env := &envtest.Environment{}
+	cfg, err := env.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = env.Stop() })
+	return kubernetes.NewForConfigOrDie(cfg)
+}
+
+// hostAddress is a non-loopback IPv4 address of this machine: EndpointSlices refuse
+// loopback addresses.
+func hostAddress(t *testing.T) string {
+	t.Helper()
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok && n.IP.To4() != nil && !n.IP.IsLoopback() && !n.IP.IsLinkLocalUnicast() {
+			return n.IP.String()
+		}
+	}
+	t.Fatal("this machine has no non-loopback IPv4 address for the engine to listen on")
+	return ""
+}
+
+// engine is an HTTP server on this machine's address that answers with its name.
+func engine(t *testing.T, name string) (host string, port int32) {
+	ln, err := net.Listen("tcp", net.JoinHostPort(hostAddress(t), "0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/metrics" {
+			io.WriteString(w, "vllm:num_requests_running 0\nvllm:num_requests_waiting 0\nvllm:kv_cache_usage_perc 0\nvllm:generation_tokens_total 0\n")
+			return
+		}
+		fmt.Fprintf(w, `{"choices":[{"message":{"content":%q}}]}`, name)
+	}))
+	srv.Listener = ln
+	srv.Start()
+	t.Cleanup(srv.Close)
+	h, p, _ := net.SplitHostPort(strings.TrimPrefix(srv.URL, "http://"))
+	n, _ := strconv.Atoi(p)
+	return h, int32(n)
+}
+
+func engineService(ns, name, model string) *corev1.Service {
+	return &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name,
+			Labels:      map[string]string{"app.kubernetes.io/managed-by": "moe-operator", "app.kubernetes.io/component": "engine"},
+			Annotations: map[string]string{AnnotationServedModelName: model}},
+		Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{{Name: "http", Port: 8000}}},
+	}
+}
+
+func slice(ns, service, host string, port int32, ready bool) *discoveryv1.EndpointSlice {
+	return &discoveryv1.EndpointSlice{
+		ObjectMeta:  metav1.ObjectMeta{Namespace: ns, Name: service + "-x", Labels: map[string]string{discoveryv1.LabelServiceName: service}},
+		AddressType: discoveryv1.AddressTypeIPv4,
+		Ports:       []discoveryv1.EndpointPort{{Name: ptr.To("http"), Port: ptr.To(port)}},
+		Endpoints:   []discoveryv1.Endpoint{{Addresses: []string{host}, Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(ready)}}},
+	}
+}
+
+func TestTheGatewayFollowsTheEngineServicesEndpointSlices(t *testing.T) {
+	cs := startAPIServer(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "team-a"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	host, port := engine(t, "engine-one")
+	if _, err := cs.CoreV1().Services("team-a").Create(ctx, engineService("team-a", "chat", "mixtral-chat"), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// A Service of something else, with an EndpointSlice: never routed to.
+	other := engineService("team-a", "other", "not-an-engine")
+	other.Labels = map[string]string{"app": "web"}
+	if _, err := cs.CoreV1().Services("team-a").Create(ctx, other, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cs.DiscoveryV1().EndpointSlices("team-a").Create(ctx, slice("team-a", "other", host, port, true), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
+	router := gateway.NewRouter(nil)
+	if err := Watch(ctx, cs, "", router, slog.New(slog.NewTextHandler(io.Discard, nil))); err != nil {
+		t.Fatal(err)
+	}
+	front := httptest.NewServer(gateway.New(router, gateway.Options{}))
+	defer front.Close()
+	ask := func() (int, string) {
+		res, err := http.Post(front.URL+"/v1/chat/completions", "application/json",
+			strings.NewReader(`{"model":"mixtral-chat","messages":[{"role":"user","content":"hi"}]}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		b, _ := io.ReadAll(res.Body)
+		return res.StatusCode, string(b)
+	}
+	eventually := func(what string, f func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for !f() {
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting until %s", what)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+
+	// The Service exists without endpoints: its model is known, and not ready.
+	if code, body := ask(); code != 503 || !strings.Contains(body, "no replica of mixtral-chat is ready") {
+		t.Fatalf("before endpoints: %d %q", code, body)
+	}
+	if got := router.Models(); len(got) != 1 || got[0] != "mixtral-chat" {
+		t.Fatalf("models %v: only the engine Service's", got)
+	}
+
+	es, err := cs.DiscoveryV1().EndpointSlices("team-a").Create(ctx, slice("team-a", "chat", host, port, true), metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually("the ready endpoint serves", func() bool { code, body := ask(); return code == 200 && strings.Contains(body, "engine-one") })
+
+	// Not ready (or terminating): it leaves at once.
+	es.Endpoints[0].Conditions = discoveryv1.EndpointConditions{Ready: ptr.To(false), Terminating: ptr.To(true)}
+	if _, err := cs.DiscoveryV1().EndpointSlices("team-a").Update(ctx, es, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually("the terminating endpoint leaves", func() bool { code, _ := ask(); return code == 503 })
+
+	// The Service goes: the model is unknown.
+	if err := cs.CoreV1().Services("team-a").Delete(ctx, "chat", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually("the model is gone", func() bool { code, _ := ask(); return code == 404 })
+}
