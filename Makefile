@@ -217,11 +217,11 @@ undeploy: $(HELM) ## Uninstall the chart (the CRD and MixtralDeployments stay).
 
 E2E_FLAGS ?= -v -timeout 45m
 .PHONY: test-e2e
-test-e2e: $(HELM) ## End-to-end tests (test/e2e) on the local cluster (or KUBECONFIG's): deploy, then go test -tags e2e.
+test-e2e: $(HELM) $(OPENAI_CLIENT_STAMP) ## End-to-end tests (test/e2e) on the local cluster (or KUBECONFIG's): deploy, then go test -tags e2e.
 	HELM=$(HELM) IMG=$(IMG) ENGINE_IMG=$(ENGINE_IMG) E2E_FLAGS="$(E2E_FLAGS)" hack/test-e2e.sh
 
 .PHONY: test-e2e-kind
-test-e2e-kind: $(HELM) ## The same end-to-end tests on a kind cluster (needs Docker and kind; not runnable on the CI machines).
+test-e2e-kind: $(HELM) $(OPENAI_CLIENT_STAMP) ## The same end-to-end tests on a kind cluster (needs Docker and kind; not runnable on the CI machines).
 	HELM=$(HELM) IMG=$(IMG) ENGINE_IMG=$(ENGINE_IMG) E2E_FLAGS="$(E2E_FLAGS)" hack/test-e2e.sh --kind
 
 .PHONY: test-e2e-vllm

@@ -104,6 +104,7 @@ func TestE2E(t *testing.T) {
 	step("apply: the plan appears in status", func(t *testing.T) { testPlan(t, ctx, mxd) })
 	step("the pods really run the engine", func(t *testing.T) { testEnginePods(t, ctx, mxd) })
 	step("chat completion through the Service", func(t *testing.T) { testChat(t, ctx, mxd) })
+	step("gateway: one endpoint for two models, an engine killed under load", func(t *testing.T) { testGateway(t, ctx, mxd) })
 	step("autoscaling under sustained load", func(t *testing.T) { testAutoscaling(t, ctx, mxd) })
 	step("a spec change rolls out with no failed requests", func(t *testing.T) { testRollout(t, ctx, mxd) })
 	step("chaos: pods and the manager killed, evictions, bad objects", func(t *testing.T) { testChaos(t, ctx, mxd) })

@@ -73,6 +73,9 @@ func New(ctx context.Context, cfg *rest.Config, namespace, service string) (*Cli
 	return c, nil
 }
 
+// Base is the Service's base URL when it is reached at its cluster IP (RouteClusterIP), or "".
+func (c *Client) Base() string { return c.base }
+
 func newKey() string {
 	var b [12]byte
 	_, _ = rand.Read(b[:])
