@@ -3,7 +3,6 @@ package controllers
 import (
 	"context"
 	"fmt"
-	"sync"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -119,31 +118,11 @@ func leaderWorkerSetView(l *lwsv1.LeaderWorkerSet) *appsv1.Deployment {
 	return d
 }
 
-// lwsAPI remembers whether the API server serves LeaderWorkerSets: once it does, for
-// good; that it does not, for one recheck interval, so that single-node objects (which
-// look for a LeaderWorkerSet of an earlier plan on every pass) cost no discovery request.
-type lwsAPI struct {
-	mu        sync.Mutex
-	installed bool
-	checked   time.Time
-}
-
-// lwsInstalled reports whether the API server serves LeaderWorkerSets.
+// lwsInstalled reports whether the API server serves LeaderWorkerSets. The answer is
+// cached (apiCheck), so single-node objects, which look for a LeaderWorkerSet of an earlier
+// plan on every pass, cost no discovery request.
 func (r *MixtralDeploymentReconciler) lwsInstalled() (bool, error) {
-	r.lws.mu.Lock()
-	defer r.lws.mu.Unlock()
-	if r.lws.installed || (!r.lws.checked.IsZero() && time.Since(r.lws.checked) < r.lwsRecheck()) {
-		return r.lws.installed, nil
-	}
-	_, err := r.RESTMapper().RESTMapping(lwsGroupKind, lwsv1.GroupVersion.Version)
-	switch {
-	case err == nil:
-		r.lws.installed = true
-	case !meta.IsNoMatchError(err):
-		return false, fmt.Errorf("looking up the LeaderWorkerSet API: %w", err)
-	}
-	r.lws.checked = time.Now()
-	return r.lws.installed, nil
+	return r.lws.served(r, lwsGroupKind, lwsv1.GroupVersion.Version)
 }
 
 func (r *MixtralDeploymentReconciler) lwsRecheck() time.Duration {

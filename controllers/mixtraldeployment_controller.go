@@ -22,6 +22,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	inferencev1 "sigs.k8s.io/gateway-api-inference-extension/api/v1"
 	lwsv1 "sigs.k8s.io/lws/api/leaderworkerset/v1"
 
 	servingv1alpha1 "github.com/moe-operator/moe-operator/api/v1alpha1"
@@ -65,10 +66,16 @@ type MixtralDeploymentReconciler struct {
 	// LeaderWorkerSet API is missing or unwatched; 0 means DefaultLWSRecheck.
 	LWSRecheck time.Duration
 
+	// InferencePools renders an InferencePool (Gateway API Inference Extension) per
+	// MixtralDeployment when the API is served; EndpointPicker, when set, is each pool's
+	// endpoint picker.
+	InferencePools bool
+	EndpointPicker *EndpointPicker
+
 	// watchesLWS is set by SetupWithManager when the LWS API existed at start, so that
 	// LeaderWorkerSet changes trigger passes.
-	watchesLWS bool
-	lws        lwsAPI
+	watchesLWS            bool
+	lws, inferencePoolAPI apiCheck
 }
 
 // scope is one reconcile pass: the object, a snapshot of its status, and what the phases
@@ -118,8 +125,8 @@ func (s *scope) requeue(d time.Duration) {
 // +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=get;list;watch;create;update;patch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
-// Reconcile runs the phases plan → replicas → model cache → workload → service → PDB, then
-// writes status once.
+// Reconcile runs the phases plan → replicas → model cache → workload → service → PDB →
+// InferencePool, then writes status once.
 func (r *MixtralDeploymentReconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ctrl.Result, err error) {
 	obj := &servingv1alpha1.MixtralDeployment{}
 	if err := r.Get(ctx, req.NamespacedName, obj); err != nil {
@@ -161,6 +168,7 @@ func (r *MixtralDeploymentReconciler) Reconcile(ctx context.Context, req ctrl.Re
 		r.reconcileWorkload,
 		r.reconcileService,
 		r.reconcilePodDisruptionBudget,
+		r.reconcileInferencePool,
 	}
 	for _, phase := range phases {
 		if err := phase(ctx, s); err != nil {
@@ -358,6 +366,15 @@ func (r *MixtralDeploymentReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if installed {
 		b = b.Owns(&lwsv1.LeaderWorkerSet{})
 		r.watchesLWS = true
+	}
+	if r.InferencePools {
+		served, err := r.inferencePoolAPI.served(r, inferencePoolGroupKind, inferencev1.GroupVersion.Version)
+		if err != nil {
+			return err
+		}
+		if served {
+			b = b.Owns(&inferencev1.InferencePool{})
+		}
 	}
 	return b.
 		For(&servingv1alpha1.MixtralDeployment{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).

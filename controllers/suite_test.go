@@ -25,6 +25,7 @@ import (
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	inferencev1 "sigs.k8s.io/gateway-api-inference-extension/api/v1"
 	lwsv1 "sigs.k8s.io/lws/api/leaderworkerset/v1"
 
 	servingv1alpha1 "github.com/moe-operator/moe-operator/api/v1alpha1"
@@ -55,6 +56,7 @@ func TestMain(m *testing.M) {
 	utilruntime.Must(clientgoscheme.AddToScheme(testScheme))
 	utilruntime.Must(servingv1alpha1.AddToScheme(testScheme))
 	utilruntime.Must(lwsv1.AddToScheme(testScheme))
+	utilruntime.Must(inferencev1.Install(testScheme))
 	level := zapcore.ErrorLevel
 	if os.Getenv("MOE_TEST_DEBUG") != "" {
 		level = zapcore.DebugLevel
@@ -115,6 +117,8 @@ func startEnvironment() (func(), error) {
 		PodReader:        mgr.GetAPIReader(),
 		PullPollInterval: 200 * time.Millisecond,
 		LWSRecheck:       500 * time.Millisecond,
+		InferencePools:   true,
+		EndpointPicker:   &EndpointPicker{Name: "{name}-epp", Port: 9002},
 	}
 	if err := r.SetupWithManager(mgr); err != nil {
 		_ = testEnv.Stop()

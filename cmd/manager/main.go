@@ -21,6 +21,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	inferencev1 "sigs.k8s.io/gateway-api-inference-extension/api/v1"
 	lwsv1 "sigs.k8s.io/lws/api/leaderworkerset/v1"
 
 	servingv1alpha1 "github.com/moe-operator/moe-operator/api/v1alpha1"
@@ -47,6 +48,9 @@ type options struct {
 	logFormat     string
 	engineImage   string
 	vllmImage     string
+	// inferencePools and endpointPicker render an InferencePool per MixtralDeployment.
+	inferencePools bool
+	endpointPicker *controllers.EndpointPicker
 	// autoscalerSyncPeriod is how often autoscaled MixtralDeployments' engines are read.
 	autoscalerSyncPeriod time.Duration
 }
@@ -73,6 +77,10 @@ func parseFlags(args []string, output io.Writer) (options, error) {
 		"Engine image for MixtralDeployments whose spec.engine.image is empty.")
 	fs.StringVar(&o.vllmImage, "vllm-image", controllers.DefaultVLLMImage,
 		"vLLM image for MixtralDeployments with spec.engine.runtime vllm whose spec.engine.image is empty.")
+	fs.BoolVar(&o.inferencePools, "inference-pools", false,
+		"Render an InferencePool (Gateway API Inference Extension, inference.networking.k8s.io/v1) per MixtralDeployment, when that API is served.")
+	picker := fs.String("inference-pool-endpoint-picker", "",
+		"Each InferencePool's endpoint picker Service as NAME:PORT, NAME may use {name} (the MixtralDeployment's), e.g. {name}-epp:9002; empty: none.")
 	fs.DurationVar(&o.autoscalerSyncPeriod, "autoscaler-sync-period", controllers.DefaultAutoscalerSyncPeriod,
 		"How often the built-in autoscaler reads the engine pods' metrics of each MixtralDeployment with autoscaling enabled.")
 	if err := fs.Parse(args); err != nil {
@@ -89,6 +97,10 @@ func parseFlags(args []string, output io.Writer) (options, error) {
 	}
 	if o.engineImage == "" {
 		return o, errors.New("-engine-image must not be empty")
+	}
+	var err error
+	if o.endpointPicker, err = controllers.ParseEndpointPicker(*picker); err != nil {
+		return o, fmt.Errorf("-inference-pool-endpoint-picker: %w", err)
 	}
 	if o.vllmImage == "" {
 		return o, errors.New("-vllm-image must not be empty")
@@ -126,6 +138,7 @@ func run(o options) error {
 	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
 	utilruntime.Must(servingv1alpha1.AddToScheme(scheme))
 	utilruntime.Must(lwsv1.AddToScheme(scheme))
+	utilruntime.Must(inferencev1.Install(scheme))
 
 	cfg, err := ctrl.GetConfig()
 	if err != nil {
@@ -154,6 +167,9 @@ func run(o options) error {
 		Recorder:    mgr.GetEventRecorder("moe-operator"),
 		EngineImage: o.engineImage,
 		VLLMImage:   o.vllmImage,
+		// InferencePools for Gateway API Inference Extension users.
+		InferencePools: o.inferencePools,
+		EndpointPicker: o.endpointPicker,
 		// Model loader pods: listed uncached, their progress read from pods/log.
 		PodReader: mgr.GetAPIReader(),
 		Progress:  controllers.PodLogs{Pods: clientset.CoreV1()},

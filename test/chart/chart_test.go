@@ -518,6 +518,12 @@ func ptr[T any](v T) *T { return &v }
 // labels the engines' NetworkPolicy admits, its keys from Secrets, and a restricted pod.
 func TestGateway(t *testing.T) {
 	objs := render(t, "--values", "testdata/all-features.yaml")
+	manager := convert[appsv1.Deployment](t, find(t, objs, "Deployment", "moe-operator"))
+	for _, arg := range []string{"--inference-pools", "--inference-pool-endpoint-picker={name}-epp:9002"} {
+		if !slices.Contains(manager.Spec.Template.Spec.Containers[0].Args, arg) {
+			t.Errorf("manager args %v lack %s", manager.Spec.Template.Spec.Containers[0].Args, arg)
+		}
+	}
 	dep := convert[appsv1.Deployment](t, find(t, objs, "Deployment", "-gateway"))
 	pod := dep.Spec.Template.Spec
 	c := pod.Containers[0]
