@@ -5,11 +5,8 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
-	"sync"
-	"time"
 
 	"k8s.io/apimachinery/pkg/api/equality"
-	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	inferencev1 "sigs.k8s.io/gateway-api-inference-extension/api/v1"
@@ -83,31 +80,6 @@ func syncInferencePool(existing, desired *inferencev1.InferencePool) bool {
 	}
 	existing.Spec = desired.Spec
 	return true
-}
-
-// apiCheck remembers whether the API server serves one kind: once it does, for good; that
-// it does not, for one recheck interval.
-type apiCheck struct {
-	mu        sync.Mutex
-	installed bool
-	checked   time.Time
-}
-
-func (c *apiCheck) served(r *MixtralDeploymentReconciler, gk schema.GroupKind, version string) (bool, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.installed || (!c.checked.IsZero() && time.Since(c.checked) < r.lwsRecheck()) {
-		return c.installed, nil
-	}
-	_, err := r.RESTMapper().RESTMapping(gk, version)
-	switch {
-	case err == nil:
-		c.installed = true
-	case !meta.IsNoMatchError(err):
-		return false, fmt.Errorf("looking up the %s API: %w", gk, err)
-	}
-	c.checked = time.Now()
-	return c.installed, nil
 }
 
 // reconcileInferencePool renders the InferencePool when the operator runs with

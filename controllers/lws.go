@@ -3,7 +3,6 @@ package controllers
 import (
 	"context"
 	"fmt"
-	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -23,11 +22,6 @@ import (
 // a leader pod that serves the API and a worker pod for each further node.
 
 // +kubebuilder:rbac:groups=leaderworkerset.x-k8s.io,resources=leaderworkersets,verbs=get;list;watch;create;update;patch;delete
-
-// DefaultLWSRecheck is how often an object whose plan needs a LeaderWorkerSet is looked at
-// again while the LWS API is missing, or while the manager does not watch LeaderWorkerSets
-// (it started before the LWS CRD was installed).
-const DefaultLWSRecheck = time.Minute
 
 var lwsGroupKind = schema.GroupKind{Group: lwsv1.GroupVersion.Group, Kind: "LeaderWorkerSet"}
 
@@ -125,13 +119,6 @@ func (r *MixtralDeploymentReconciler) lwsInstalled() (bool, error) {
 	return r.lws.served(r, lwsGroupKind, lwsv1.GroupVersion.Version)
 }
 
-func (r *MixtralDeploymentReconciler) lwsRecheck() time.Duration {
-	if r.LWSRecheck > 0 {
-		return r.LWSRecheck
-	}
-	return DefaultLWSRecheck
-}
-
 // reconcileLeaderWorkerSet runs a multi-node plan: the LeaderWorkerSet, once the LWS API
 // exists, replacing the Deployment of an earlier single-node plan. Without the API, the
 // running engine (if any) stays and the conditions say what to install.
@@ -145,8 +132,8 @@ func (r *MixtralDeploymentReconciler) reconcileLeaderWorkerSet(ctx context.Conte
 		s.blocked = fmt.Sprintf("The plan runs each replica on %d nodes, which needs the LeaderWorkerSet API (%s), and this cluster does not serve it. "+
 			"Install LWS (https://lws.sigs.k8s.io/docs/installation/); the operator looks again every %s. "+
 			"Or choose an accelerator whose node holds the model, so that a replica fits one node.",
-			s.workload.nodes(), lwsv1.GroupVersion, r.lwsRecheck())
-		s.requeue(r.lwsRecheck())
+			s.workload.nodes(), lwsv1.GroupVersion, r.apiRecheck())
+		s.requeue(r.apiRecheck())
 		return nil
 	}
 	l, err := applyChild(ctx, r.Client, s.obj, "LeaderWorkerSet", desiredLeaderWorkerSet(*s.workload), &lwsv1.LeaderWorkerSet{}, syncLeaderWorkerSet)
@@ -155,7 +142,7 @@ func (r *MixtralDeploymentReconciler) reconcileLeaderWorkerSet(ctx context.Conte
 	}
 	s.deployment = leaderWorkerSetView(l)
 	if !r.watchesLWS {
-		s.requeue(r.lwsRecheck())
+		s.requeue(r.apiRecheck())
 	}
 	return deleteOwned(ctx, r.Client, s.obj, "Deployment", &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: s.obj.Name, Namespace: s.obj.Namespace}})
 }

@@ -62,9 +62,10 @@ type MixtralDeploymentReconciler struct {
 	PodReader client.Reader
 	// PullPollInterval is how often a running pull's progress is read; 0 means 10s.
 	PullPollInterval time.Duration
-	// LWSRecheck is how often a multi-node object is looked at again while the
-	// LeaderWorkerSet API is missing or unwatched; 0 means DefaultLWSRecheck.
-	LWSRecheck time.Duration
+	// APIRecheck is how often a missing optional API (LeaderWorkerSet, InferencePool) is
+	// looked for again, and a multi-node object looked at again while LeaderWorkerSets are
+	// unwatched; 0 means DefaultAPIRecheck.
+	APIRecheck time.Duration
 
 	// InferencePools renders an InferencePool (Gateway API Inference Extension) per
 	// MixtralDeployment when the API is served; EndpointPicker, when set, is each pool's
@@ -356,7 +357,7 @@ func (r *MixtralDeploymentReconciler) recordEngineFailureEvents(s *scope) {
 // only: status writes are the reconciler's own) and the children it owns.
 //
 // LeaderWorkerSets are watched when their API exists at start; otherwise objects that need
-// one are looked at every LWSRecheck.
+// one are looked at every APIRecheck.
 func (r *MixtralDeploymentReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	installed, err := r.lwsInstalled()
 	if err != nil {

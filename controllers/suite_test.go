@@ -116,7 +116,7 @@ func startEnvironment() (func(), error) {
 		Progress:         fedPullOutput,
 		PodReader:        mgr.GetAPIReader(),
 		PullPollInterval: 200 * time.Millisecond,
-		LWSRecheck:       500 * time.Millisecond,
+		APIRecheck:       500 * time.Millisecond,
 		InferencePools:   true,
 		EndpointPicker:   &EndpointPicker{Name: "{name}-epp", Port: 9002},
 	}

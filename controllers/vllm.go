@@ -24,7 +24,7 @@ const (
 	// --api-key is not given.
 	vllmAPIKeyEnv = "VLLM_API_KEY"
 	// rayPort is the Ray head's port on the leader of a multi-node replica.
-	rayPort = int32(6379)
+	rayPort = 6379
 )
 
 // vLLM needs a larger /dev/shm than the moe engine (NCCL's intra-node buffers) and a
@@ -148,16 +148,16 @@ func (w workload) vllmShmSize() resource.Quantity {
 // every node of its group has joined, then runs the OpenAI server, whose Ray executor
 // places the pipeline stages on the workers. The scripts take the server's arguments as
 // "$@", so no argument is ever re-quoted by a shell.
-const (
+var (
 	vllmLeaderScript = `set -e
-ray start --head --port=` + "6379" + ` --disable-usage-stats
+ray start --head --port=` + strconv.Itoa(rayPort) + ` --disable-usage-stats
 until [ "$(python3 -c 'import ray; ray.init(address="auto", logging_level="ERROR"); print(sum(1 for n in ray.nodes() if n["Alive"]))' 2>/dev/null)" -ge "$LWS_GROUP_SIZE" ]; do
   echo "waiting for $LWS_GROUP_SIZE Ray nodes"; sleep 5
 done
 exec python3 -m ` + vllmModule + ` "$@"`
 	// The worker retries until the leader's Ray head answers, so that a worker started
 	// first does not fail (which would recreate the whole group).
-	vllmWorkerScript = `until ray start --address="$LWS_LEADER_ADDRESS:` + "6379" + `" --block --disable-usage-stats; do
+	vllmWorkerScript = `until ray start --address="$LWS_LEADER_ADDRESS:` + strconv.Itoa(rayPort) + `" --block --disable-usage-stats; do
   echo "waiting for the Ray head at $LWS_LEADER_ADDRESS"; sleep 5
 done`
 )

@@ -237,7 +237,7 @@ func (g *Gateway) inference(w http.ResponseWriter, r *http.Request) {
 		writeError(w, badRequest(`the request has no "model": name one of GET /v1/models`))
 		return
 	}
-	if _, _, err := g.router.Pick(q.Model, "", nil); errors.Is(err, errUnknownModel) {
+	if !g.router.Known(q.Model) {
 		writeError(w, apiError{status: http.StatusNotFound, typ: "invalid_request_error", code: "model_not_found",
 			message: fmt.Sprintf("the model %q does not exist; this gateway serves %s", q.Model, strings.Join(g.router.Models(), ", "))})
 		g.metrics.requests.WithLabelValues(q.Model, "404").Inc()

@@ -157,6 +157,14 @@ func (rt *Router) Models() []string {
 	return models
 }
 
+// Known reports whether the router has model, with or without a ready replica.
+func (rt *Router) Known(model string) bool {
+	rt.mu.RLock()
+	defer rt.mu.RUnlock()
+	_, ok := rt.pools[model]
+	return ok
+}
+
 // Replicas lists every replica.
 func (rt *Router) Replicas() []*Replica {
 	rt.mu.RLock()

@@ -1,6 +1,6 @@
 // Package kube feeds `moe gateway --kubernetes` its replicas from the cluster: the engine
 // Services the operator creates (annotated with the model name they serve) and their
-// EndpointSlices, both watched through informers, so a replica joins when it turns ready
+// EndpointSlices (which carry the Services' labels), both watched through informers, so a replica joins when it turns ready
 // and leaves as soon as it stops being ready or starts terminating.
 package kube
 
@@ -46,8 +46,10 @@ var engineServices = labels.SelectorFromSet(labels.Set{
 func Watch(ctx context.Context, cs kubernetes.Interface, namespace string, router *gateway.Router, log *slog.Logger) error {
 	services := informers.NewSharedInformerFactoryWithOptions(cs, 10*time.Minute, informers.WithNamespace(namespace),
 		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = engineServices.String() }))
+	// The EndpointSlice controller copies a Service's labels onto its slices, so the same
+	// selector keeps the watch to the engines' slices.
 	slices := informers.NewSharedInformerFactoryWithOptions(cs, 10*time.Minute, informers.WithNamespace(namespace),
-		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = discoveryv1.LabelServiceName }))
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = engineServices.String() }))
 	svcInformer := services.Core().V1().Services()
 	sliceInformer := slices.Discovery().V1().EndpointSlices()
 

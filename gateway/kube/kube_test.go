@@ -92,7 +92,9 @@ func engineService(ns, name, model string) *corev1.Service {
 
 func slice(ns, service, host string, port int32, ready bool) *discoveryv1.EndpointSlice {
 	return &discoveryv1.EndpointSlice{
-		ObjectMeta:  metav1.ObjectMeta{Namespace: ns, Name: service + "-x", Labels: map[string]string{discoveryv1.LabelServiceName: service}},
+		// The labels the EndpointSlice controller sets: the Service's own, and its name.
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: service + "-x", Labels: map[string]string{
+			discoveryv1.LabelServiceName: service, "app.kubernetes.io/managed-by": "moe-operator", "app.kubernetes.io/component": "engine"}},
 		AddressType: discoveryv1.AddressTypeIPv4,
 		Ports:       []discoveryv1.EndpointPort{{Name: ptr.To("http"), Port: ptr.To(port)}},
 		Endpoints:   []discoveryv1.Endpoint{{Addresses: []string{host}, Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(ready)}}},
