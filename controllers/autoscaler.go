@@ -55,6 +55,8 @@ const (
 	// stored before the defaults existed.
 	defaultScaleUpWindow   = 30 * time.Second
 	defaultScaleDownWindow = 300 * time.Second
+	// defaultScaleToZeroAfter is the CRD's default of autoscaling.scaleToZeroAfter.
+	defaultScaleToZeroAfter = 10 * time.Minute
 )
 
 // Autoscaler is the built-in autoscaler: on each pass of a MixtralDeployment with
@@ -95,6 +97,9 @@ type tokenCounter struct {
 	at      time.Time
 	rate    float64
 	hasRate bool
+	// seen is the latest reading of the generated plus prompt token counters; a change
+	// between two readings means the pod served a request in between.
+	seen float64
 }
 
 // defaultAutoscaler serves reconcilers built without one.
@@ -230,7 +235,7 @@ func (r *MixtralDeploymentReconciler) reconcileAutoscaling(ctx context.Context, 
 
 	target, targetErr := autoscalingTarget(spec, plan)
 	policy := scalePolicy{
-		min:          spec.MinReplicas,
+		min:          spec.Min(),
 		max:          maxReplicas(spec, current),
 		target:       target,
 		tolerance:    DefaultScaleTolerance,
@@ -260,7 +265,36 @@ func (r *MixtralDeploymentReconciler) reconcileAutoscaling(ctx context.Context, 
 	if holdReason != "" {
 		rd.read = 0
 	}
-	d := decide(policy, state, rd, now)
+
+	// Scale to and from zero. The load's own decisions never go below one replica; only
+	// idleness takes the replicas to zero, and only requests held by the gateway bring them
+	// back. Held requests are load for the request-counting metrics.
+	held := heldRequests(s.obj, exact)
+	as.HeldRequests = held
+	zeroable := policy.min == 0
+	if zeroable {
+		policy.min = 1
+	}
+	if held > 0 && rd.read > 0 && countsRequests(spec.Metric) {
+		rd.total += float64(held)
+	}
+	if held > 0 || load.active || len(starting) > 0 || as.LastRequestTime == nil {
+		as.LastRequestTime = &metav1.Time{Time: now}
+	}
+	idleAfter := durationOr(spec.ScaleToZeroAfter, defaultScaleToZeroAfter)
+	var d decision
+	switch {
+	case zeroable && current == 0:
+		d = wake(policy, held, target, targetErr == nil && countsRequests(spec.Metric), now)
+	default:
+		d = decide(policy, state, rd, now)
+		// Every ready replica read, none starting, none busy, no counter moved, and no
+		// request since idleAfter: to zero.
+		if zeroable && current > 0 && len(ready) > 0 && load.read == len(ready) && !load.unknown &&
+			now.Sub(as.LastRequestTime.Time) >= idleAfter {
+			d = decision{replicas: 0, recommended: 0, hold: servingv1alpha1.ReasonIdle, next: windows{last: &now}}
+		}
+	}
 
 	// Scale.
 	if d.replicas != current {
@@ -302,6 +336,13 @@ func (r *MixtralDeploymentReconciler) reconcileAutoscaling(ctx context.Context, 
 
 	// Conditions.
 	switch {
+	case d.hold == servingv1alpha1.ReasonWoken:
+		set(servingv1alpha1.ConditionScalingActive, metav1.ConditionTrue, servingv1alpha1.ReasonWoken,
+			fmt.Sprintf("The gateway holds %d requests for this model at zero replicas; spec.replicas went to %d.", held, d.replicas))
+	case d.hold == servingv1alpha1.ReasonIdle:
+		set(servingv1alpha1.ConditionScalingActive, metav1.ConditionTrue, servingv1alpha1.ReasonIdle,
+			fmt.Sprintf("At zero replicas: no request since %s (scaleToZeroAfter is %s). A request through moe gateway wakes the model.",
+				as.LastRequestTime.UTC().Format(time.RFC3339), idleAfter))
 	case d.hold == servingv1alpha1.ReasonOutOfBounds:
 		set(servingv1alpha1.ConditionScalingActive, metav1.ConditionTrue, servingv1alpha1.ReasonOutOfBounds,
 			fmt.Sprintf("spec.replicas was %d, outside minReplicas..maxReplicas (%d..%d); set it to %d.", current, policy.min, policy.max, d.replicas))
@@ -371,8 +412,13 @@ func (r *MixtralDeploymentReconciler) recordScale(s *scope, from, to int32, metr
 		reason, verb, window = servingv1alpha1.EventScaledDown, "down", p.downWindow
 	}
 	why := fmt.Sprintf("%s was %s per replica against a target of %s for %s", metric, formatValue(rd.total/float64(max(from, 1))), formatValue(p.target), window)
-	if hold == servingv1alpha1.ReasonOutOfBounds {
+	switch hold {
+	case servingv1alpha1.ReasonOutOfBounds:
 		why = fmt.Sprintf("spec.replicas was outside minReplicas..maxReplicas (%d..%d)", p.min, p.max)
+	case servingv1alpha1.ReasonIdle:
+		why = "no request for scaleToZeroAfter"
+	case servingv1alpha1.ReasonWoken:
+		why = "the gateway holds requests for the model"
 	}
 	r.Recorder.Eventf(s.obj, nil, corev1.EventTypeNormal, reason, "Scale", "Scaled %s from %d to %d replicas: %s.", verb, from, to, why)
 }
@@ -450,6 +496,10 @@ type load struct {
 	// tokensPerSecond sums the rates of the rated pods.
 	tokensPerSecond float64
 	rated           int
+	// active is whether a pod read had a request running or waiting, or served one since
+	// its previous reading. unknown is whether a pod was read for the first time, so
+	// whether it served a request lately is not known.
+	active, unknown bool
 }
 
 // aggregate sums the readings and updates the per-pod token counters, forgetting pods that
@@ -482,6 +532,13 @@ func (a *Autoscaler) aggregate(key types.NamespacedName, readings []podReading) 
 		l.waiting += m.Waiting
 		l.kvCache += m.KVCacheUsage
 		c, ok := prev[rd.pod.UID]
+		seen := m.GenerationTokens + m.PromptTokens
+		if m.Running+m.Waiting > 0 || (ok && seen != c.seen) {
+			l.active = true
+		}
+		if !ok {
+			l.unknown = true
+		}
 		switch {
 		case !ok || m.GenerationTokens < c.tokens:
 			// First reading, or the engine restarted and its counter with it.
@@ -489,6 +546,7 @@ func (a *Autoscaler) aggregate(key types.NamespacedName, readings []podReading) 
 		case at.Sub(c.at) >= minElapsed:
 			c = tokenCounter{tokens: m.GenerationTokens, at: at, rate: (m.GenerationTokens - c.tokens) / at.Sub(c.at).Seconds(), hasRate: true}
 		}
+		c.seen = seen
 		next[rd.pod.UID] = c
 		if c.hasRate {
 			l.tokensPerSecond += c.rate
@@ -547,7 +605,7 @@ func maxReplicas(spec *servingv1alpha1.AutoscalingSpec, current int32) int32 {
 	if spec.MaxReplicas != nil {
 		return *spec.MaxReplicas
 	}
-	return max(current, spec.MinReplicas)
+	return max(current, spec.Min())
 }
 
 func durationOr(d *metav1.Duration, def time.Duration) time.Duration {

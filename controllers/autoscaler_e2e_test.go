@@ -112,7 +112,7 @@ func TestAutoscalerEndToEndRealEngine(t *testing.T) {
 	addr := startMoeServe(t, "tiny-mixtral")
 
 	// Defaults: windows 30 s up and 300 s down, QueueDepth's target of 1 waiting request.
-	h.create(name, 1, &servingv1alpha1.AutoscalingSpec{Enabled: true, MinReplicas: 1, MaxReplicas: ptr.To[int32](3),
+	h.create(name, 1, &servingv1alpha1.AutoscalingSpec{Enabled: true, MinReplicas: ptr.To[int32](1), MaxReplicas: ptr.To[int32](3),
 		Metric: servingv1alpha1.MetricQueueDepth})
 	h.addPodAt(name, true, addr)
 	var obj *servingv1alpha1.MixtralDeployment

@@ -24,6 +24,7 @@ func TestAutoscalerMetricNamesAreTheEngines(t *testing.T) {
 	g.Expect(enginemetrics.RequestsWaiting).To(Equal(server.MetricRequestsWaiting))
 	g.Expect(enginemetrics.KVCacheUsage).To(Equal(server.MetricKVCacheUsage))
 	g.Expect(enginemetrics.GenerationTokens).To(Equal(server.MetricGenerationTokens))
+	g.Expect(enginemetrics.PromptTokens).To(Equal(server.MetricPromptTokens))
 }
 
 const engineExposition = `# HELP vllm:num_requests_running Requests in the running batch.
@@ -57,6 +58,9 @@ func TestParseEngineMetrics(t *testing.T) {
 		{name: "series of one name are summed",
 			text: engineExposition + "vllm:num_requests_waiting{model_name=\"other\"} 2\n",
 			want: EngineMetrics{Running: 3, Waiting: 7, KVCacheUsage: 0.25, GenerationTokens: 1234}},
+		{name: "the prompt-token counter is read when present",
+			text: engineExposition + "# TYPE vllm:prompt_tokens_total counter\nvllm:prompt_tokens_total{model_name=\"tiny\"} 99\n",
+			want: EngineMetrics{Running: 3, Waiting: 5, KVCacheUsage: 0.25, GenerationTokens: 1234, PromptTokens: 99}},
 		{name: "a missing metric is an error",
 			text:    strings.ReplaceAll(engineExposition, "vllm:num_requests_waiting", "vllm:other"),
 			wantErr: "vllm:num_requests_waiting: metric missing"},
@@ -121,7 +125,7 @@ func TestVLLMExposition(t *testing.T) {
 		file string
 		want EngineMetrics
 	}{
-		{"vllm-v1-metrics.txt", EngineMetrics{Running: 8, Waiting: 3, KVCacheUsage: 0.0798685, GenerationTokens: 27453}},
+		{"vllm-v1-metrics.txt", EngineMetrics{Running: 8, Waiting: 3, KVCacheUsage: 0.0798685, GenerationTokens: 27453, PromptTokens: 140000}},
 		// Before V1 the KV-cache gauge had another name.
 		{"vllm-v0-metrics.txt", EngineMetrics{Running: 12, Waiting: 0, KVCacheUsage: 0.42, GenerationTokens: 9120}},
 	} {

@@ -450,6 +450,8 @@ func TestSyncServiceAndPDB(t *testing.T) {
 	// others' annotations stay.
 	g.Expect(svc.Annotations).To(HaveKeyWithValue(servingv1alpha1.AnnotationServedModelName, "mixtral-8x7b-instruct"))
 	g.Expect(kube.AnnotationServedModelName).To(Equal(servingv1alpha1.AnnotationServedModelName), "the gateway reads the operator's annotation")
+	g.Expect(kube.AnnotationHeldRequests).To(Equal(servingv1alpha1.AnnotationHeldRequests), "the operator reads the gateway's annotations")
+	g.Expect(kube.AnnotationHeldAt).To(Equal(servingv1alpha1.AnnotationHeldAt))
 	stored.Annotations["example.com/note"] = "kept"
 	w.obj.Spec.Model.ServedName = "chat"
 	g.Expect(syncService(stored, desiredService(w))).To(BeTrue())

@@ -19,6 +19,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
@@ -353,8 +354,9 @@ func (r *MixtralDeploymentReconciler) recordEngineFailureEvents(s *scope) {
 	}
 }
 
-// SetupWithManager registers the reconciler. It watches MixtralDeployments (spec changes
-// only: status writes are the reconciler's own) and the children it owns.
+// SetupWithManager registers the reconciler. It watches MixtralDeployments (spec changes,
+// and the gateway's held-request count, which wakes a model at zero replicas; status
+// writes are the reconciler's own) and the children it owns.
 //
 // LeaderWorkerSets are watched when their API exists at start; otherwise objects that need
 // one are looked at every APIRecheck.
@@ -378,7 +380,7 @@ func (r *MixtralDeploymentReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		}
 	}
 	return b.
-		For(&servingv1alpha1.MixtralDeployment{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		For(&servingv1alpha1.MixtralDeployment{}, builder.WithPredicates(predicate.Or[client.Object](predicate.GenerationChangedPredicate{}, heldRequestsChanged))).
 		Owns(&appsv1.Deployment{}).
 		Owns(&corev1.Service{}).
 		Owns(&policyv1.PodDisruptionBudget{}).
@@ -389,4 +391,12 @@ func (r *MixtralDeploymentReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(enginePodOwner), builder.WithPredicates(engineExitChanged)).
 		Named("mixtraldeployment").
 		Complete(r)
+}
+
+// heldRequestsChanged passes updates that change the gateway's held-request count.
+var heldRequestsChanged = predicate.Funcs{
+	UpdateFunc: func(e event.UpdateEvent) bool {
+		return e.ObjectOld.GetAnnotations()[servingv1alpha1.AnnotationHeldRequests] !=
+			e.ObjectNew.GetAnnotations()[servingv1alpha1.AnnotationHeldRequests]
+	},
 }

@@ -145,11 +145,11 @@ func TestReplicasFromPlan(t *testing.T) {
 		{name: "scaled to zero by a user stays at zero", replicas: ptr.To[int32](0), annotations: annotated("3")},
 		{
 			name: "with the autoscaler, unset starts within its bounds", want: 4, wantWrite: true,
-			autoscaling: &servingv1alpha1.AutoscalingSpec{Enabled: true, MinReplicas: 4, MaxReplicas: ptr.To[int32](6)},
+			autoscaling: &servingv1alpha1.AutoscalingSpec{Enabled: true, MinReplicas: ptr.To[int32](4), MaxReplicas: ptr.To[int32](6)},
 		},
 		{
 			name: "with the autoscaler, a set value is the autoscaler's", replicas: ptr.To[int32](2), annotations: annotated("2"),
-			autoscaling: &servingv1alpha1.AutoscalingSpec{Enabled: true, MinReplicas: 1, MaxReplicas: ptr.To[int32](6)},
+			autoscaling: &servingv1alpha1.AutoscalingSpec{Enabled: true, MinReplicas: ptr.To[int32](1), MaxReplicas: ptr.To[int32](6)},
 		},
 	}
 	for _, tt := range tests {

@@ -25,7 +25,7 @@ func replicasFromPlan(obj *servingv1alpha1.MixtralDeployment, plan servingv1alph
 		if obj.Spec.Replicas != nil {
 			return 0, false
 		}
-		want = max(want, a.MinReplicas)
+		want = max(want, a.Min())
 		if a.MaxReplicas != nil {
 			want = min(want, *a.MaxReplicas)
 		}

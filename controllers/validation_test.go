@@ -315,7 +315,7 @@ var celCases = []celCase{
 	},
 	{
 		name:    "autoscaling with min above max",
-		mutate:  withAutoscaling(servingv1alpha1.AutoscalingSpec{Enabled: true, MinReplicas: 5, MaxReplicas: ptr.To[int32](2)}),
+		mutate:  withAutoscaling(servingv1alpha1.AutoscalingSpec{Enabled: true, MinReplicas: ptr.To[int32](5), MaxReplicas: ptr.To[int32](2)}),
 		message: "autoscaling.minReplicas must not exceed autoscaling.maxReplicas",
 	},
 	{

@@ -2,8 +2,10 @@ package gateway
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 )
 
 // apiError is an error in OpenAI's shape: {"error": {"message", "type", "param", "code"}}.
@@ -39,4 +41,9 @@ func writeError(w http.ResponseWriter, e apiError) {
 
 func badRequest(msg string) apiError {
 	return apiError{status: http.StatusBadRequest, message: msg, typ: "invalid_request_error"}
+}
+
+func modelNotFound(model string, served []string) *apiError {
+	return &apiError{status: http.StatusNotFound, typ: "invalid_request_error", code: "model_not_found",
+		message: fmt.Sprintf("the model %q does not exist; this gateway serves %s", model, strings.Join(served, ", "))}
 }

@@ -41,6 +41,16 @@ type Options struct {
 	// timeouts of none: generation may take long before the first byte of a non-streamed
 	// answer].
 	Transport http.RoundTripper
+	// HoldTimeout is how long a request for a model without a ready replica (scaled to
+	// zero, or starting) is held before it gets 503 with Retry-After [5m].
+	HoldTimeout time.Duration
+	// MaxHeldPerModel bounds the requests held per model; past it, 503 [100].
+	MaxHeldPerModel int
+	// Waker, when set, is told the held counts, to bring a replica up (see Waker).
+	Waker Waker
+	// WakeRefresh is how often a held count above zero is told again [15s], and
+	// WakeMinInterval the least time between two rounds of telling [1s].
+	WakeRefresh, WakeMinInterval time.Duration
 	// Registry receives the gateway's metrics [a new registry].
 	Registry *prometheus.Registry
 	Logger   *slog.Logger
@@ -55,6 +65,7 @@ type Gateway struct {
 	log    *slog.Logger
 
 	perKey, perModel *limiter
+	holds            *holds
 	metrics          gatewayMetrics
 }
 
@@ -77,6 +88,18 @@ func New(router *Router, opts Options) *Gateway {
 			IdleConnTimeout:     90 * time.Second,
 		}
 	}
+	if opts.HoldTimeout <= 0 {
+		opts.HoldTimeout = 5 * time.Minute
+	}
+	if opts.MaxHeldPerModel <= 0 {
+		opts.MaxHeldPerModel = 100
+	}
+	if opts.WakeRefresh <= 0 {
+		opts.WakeRefresh = 15 * time.Second
+	}
+	if opts.WakeMinInterval <= 0 {
+		opts.WakeMinInterval = time.Second
+	}
 	if opts.Registry == nil {
 		opts.Registry = prometheus.NewRegistry()
 	}
@@ -90,6 +113,7 @@ func New(router *Router, opts Options) *Gateway {
 		log:      opts.Logger,
 		perKey:   newLimiter(opts.MaxConcurrencyPerKey),
 		perModel: newLimiter(opts.MaxConcurrencyPerModel),
+		holds:    newHolds(),
 		metrics:  newGatewayMetrics(opts.Registry),
 	}
 	mux := http.NewServeMux()
@@ -238,8 +262,7 @@ func (g *Gateway) inference(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !g.router.Known(q.Model) {
-		writeError(w, apiError{status: http.StatusNotFound, typ: "invalid_request_error", code: "model_not_found",
-			message: fmt.Sprintf("the model %q does not exist; this gateway serves %s", q.Model, strings.Join(g.router.Models(), ", "))})
+		writeError(w, *modelNotFound(q.Model, g.router.Models()))
 		g.metrics.requests.WithLabelValues(q.Model, "404").Inc()
 		return
 	}
@@ -254,6 +277,13 @@ func (g *Gateway) inference(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer g.perModel.release(q.Model)
+	if e := g.awaitReplica(r.Context(), q.Model); e != nil {
+		if e.status != 499 {
+			writeError(w, *e)
+		}
+		g.metrics.requests.WithLabelValues(q.Model, strconv.Itoa(e.status)).Inc()
+		return
+	}
 
 	code := g.forward(w, r, q, body)
 	g.metrics.requests.WithLabelValues(q.Model, strconv.Itoa(code)).Inc()
@@ -450,6 +480,10 @@ type gatewayMetrics struct {
 	retries   *prometheus.CounterVec
 	decisions *prometheus.CounterVec
 	duration  *prometheus.HistogramVec
+	// held and holdSeconds: the requests waiting for a model's first ready replica, and
+	// how long each waited.
+	held        *prometheus.GaugeVec
+	holdSeconds *prometheus.HistogramVec
 }
 
 func newGatewayMetrics(reg *prometheus.Registry) gatewayMetrics {
@@ -465,6 +499,11 @@ func newGatewayMetrics(reg *prometheus.Registry) gatewayMetrics {
 			Help:    "Time from a request's arrival to the end of its answer, by model.",
 			Buckets: []float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300}}, []string{"model"}),
 	}
-	reg.MustRegister(m.requests, m.retries, m.decisions, m.duration)
+	m.held = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "moe_gateway_held_requests",
+		Help: "Requests held because their model has no ready replica (scaled to zero, or starting)."}, []string{"model"})
+	m.holdSeconds = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "moe_gateway_hold_duration_seconds",
+		Help:    "How long held requests waited for a ready replica (or until they timed out), by model.",
+		Buckets: []float64{0.1, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600}}, []string{"model"})
+	reg.MustRegister(m.requests, m.retries, m.decisions, m.duration, m.held, m.holdSeconds)
 	return m
 }

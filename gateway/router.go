@@ -108,6 +108,9 @@ type Router struct {
 
 	mu    sync.RWMutex
 	pools map[string]*pool
+	// ready holds, per model without a replica, a channel that Set closes when the model
+	// gets one or goes away.
+	ready map[string]chan struct{}
 }
 
 // NewRouter returns a router over replicas (grouped by model).
@@ -142,7 +145,32 @@ func (rt *Router) Set(replicas []*Replica, models ...string) {
 	}
 	rt.mu.Lock()
 	rt.pools = pools
+	for m, ch := range rt.ready {
+		if p := pools[m]; p == nil || len(p.replicas) > 0 {
+			close(ch)
+			delete(rt.ready, m)
+		}
+	}
 	rt.mu.Unlock()
+}
+
+// Ready reports whether model has a replica. When it has none, the channel is closed the
+// next time Set gives it one or removes the model; look again then.
+func (rt *Router) Ready(model string) (bool, <-chan struct{}) {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	if p := rt.pools[model]; p == nil || len(p.replicas) > 0 {
+		return p != nil, nil
+	}
+	ch := rt.ready[model]
+	if ch == nil {
+		if rt.ready == nil {
+			rt.ready = map[string]chan struct{}{}
+		}
+		ch = make(chan struct{})
+		rt.ready[model] = ch
+	}
+	return false, ch
 }
 
 // Models lists the models served, sorted.

@@ -41,6 +41,11 @@ const (
 	// ReasonOutOfBounds: spec.replicas was outside minReplicas..maxReplicas and was brought
 	// inside at once, without reading the load.
 	ReasonOutOfBounds = "OutOfBounds"
+	// ReasonIdle: with minReplicas 0, the replicas have had no request for
+	// scaleToZeroAfter (and went to zero), or are at zero with none held.
+	ReasonIdle = "Idle"
+	// ReasonWoken: at zero replicas, the gateway held requests, and spec.replicas went up.
+	ReasonWoken = "Woken"
 )
 
 // Reasons of the ScalingLimited condition.
@@ -80,3 +85,11 @@ const (
 	// EventThroughputAsPredicted: the ThroughputDrift condition turned False again.
 	EventThroughputAsPredicted = "ThroughputAsPredicted"
 )
+
+// Min is minReplicas, 1 (the default) when unset.
+func (a *AutoscalingSpec) Min() int32 {
+	if a == nil || a.MinReplicas == nil {
+		return 1
+	}
+	return *a.MinReplicas
+}

@@ -17,4 +17,11 @@ const (
 	// (spec.model.servedName, else the preset or the object's name). `moe gateway --kubernetes`
 	// routes that name to the Service's ready endpoints.
 	AnnotationServedModelName = "serving.moe-operator.io/served-model-name"
+	// AnnotationHeldRequests, on a MixtralDeployment, is how many requests `moe gateway`
+	// holds for it because no replica is ready, and AnnotationHeldAt is when the gateway
+	// wrote that count (RFC 3339). The gateway rewrites both while it holds requests; a
+	// count older than a minute is stale and ignored (a gateway that died holds nothing).
+	// At zero replicas a fresh count above zero wakes the MixtralDeployment.
+	AnnotationHeldRequests = "serving.moe-operator.io/held-requests"
+	AnnotationHeldAt       = "serving.moe-operator.io/held-at"
 )

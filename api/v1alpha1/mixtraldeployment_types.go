@@ -306,11 +306,14 @@ type AutoscalingSpec struct {
 	// +kubebuilder:default=false
 	Enabled bool `json:"enabled,omitempty"`
 
-	// MinReplicas is the fewest replicas the autoscaler keeps.
+	// MinReplicas is the fewest replicas the autoscaler keeps. 0 lets an idle model scale
+	// to zero after scaleToZeroAfter; `moe gateway` holds the requests that arrive for it
+	// and wakes it (see docs/gateway.md). Without the gateway, a model at zero replicas
+	// comes back only when someone scales it.
 	// +optional
 	// +kubebuilder:default=1
-	// +kubebuilder:validation:Minimum=1
-	MinReplicas int32 `json:"minReplicas,omitempty"`
+	// +kubebuilder:validation:Minimum=0
+	MinReplicas *int32 `json:"minReplicas,omitempty"`
 
 	// MaxReplicas is the most replicas the autoscaler creates.
 	// +optional
@@ -344,6 +347,15 @@ type AutoscalingSpec struct {
 	// +kubebuilder:validation:Type=string
 	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|μs|ms|s|m|h))+$`
 	ScaleDownWindow *metav1.Duration `json:"scaleDownWindow,omitempty"`
+
+	// ScaleToZeroAfter, with minReplicas 0, is how long the replicas must have had no
+	// request (none running, none waiting, no token counted, none held by the gateway)
+	// before spec.replicas goes to 0.
+	// +optional
+	// +kubebuilder:default="10m"
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|μs|ms|s|m|h))+$`
+	ScaleToZeroAfter *metav1.Duration `json:"scaleToZeroAfter,omitempty"`
 }
 
 // EngineSpec tunes the engine container (`moe serve`).
@@ -646,6 +658,15 @@ type AutoscalingStatus struct {
 	// ThroughputRatio is observed over predicted per-replica throughput, under load.
 	// +optional
 	ThroughputRatio float64 `json:"throughputRatio,omitempty"`
+	// LastRequestTime is the last reading that saw a request: one running or waiting, a
+	// token counter that moved, or one held by the gateway. With minReplicas 0, the
+	// replicas go to zero scaleToZeroAfter after it.
+	// +optional
+	LastRequestTime *metav1.Time `json:"lastRequestTime,omitempty"`
+	// HeldRequests is how many requests the gateway reported holding for this model at
+	// the latest reading (they count as load; at zero replicas they wake it).
+	// +optional
+	HeldRequests int32 `json:"heldRequests,omitempty"`
 	// ThroughputDriftSince is when the ratio last left the operator's drift tolerance; unset
 	// while it is inside. ThroughputDrift turns True once it has stayed out for the drift
 	// window.

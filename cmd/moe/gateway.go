@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 
@@ -55,8 +56,12 @@ later ends with an error event. Streams pass through chunk by chunk.
 --kubernetes takes the replicas from the cluster: the engine Services the
 operator creates (their serving.moe-operator.io/served-model-name annotation
 names the model) and the ready, non-terminating endpoints of their
-EndpointSlices, watched. A MixtralDeployment with no ready pod is known and
-answers 503 with Retry-After; one without a Service is unknown (404).
+EndpointSlices, watched. A request for a MixtralDeployment with no ready pod
+(scaled to zero, or starting) is held, up to --max-held-per-model of them for
+at most --hold-timeout, then answered 503 with Retry-After; the gateway writes
+the held count onto the MixtralDeployment (serving.moe-operator.io/held-requests),
+which wakes one at zero replicas, and the held requests go through as soon as
+a replica is ready. One without a Service is unknown (404).
 Without a cluster, --backend MODEL=URL names one replica; repeat it, and repeat
 a model for more replicas. Each URL is an engine's base, such as
 http://10.0.0.7:8000.`,
@@ -101,12 +106,19 @@ http://10.0.0.7:8000.`,
 				if err != nil {
 					return err
 				}
-				if err := kubegw.Watch(ctx, cs, namespace, router, opts.Logger); err != nil {
+				dyn, err := dynamic.NewForConfig(cfg)
+				if err != nil {
+					return err
+				}
+				cluster, err := kubegw.Watch(ctx, cs, dyn, namespace, router, opts.Logger)
+				if err != nil {
 					return fmt.Errorf("--kubernetes: %w", err)
 				}
+				opts.Waker = cluster
 			}
 			g := gateway.New(router, opts)
 			go g.Scrape(ctx)
+			go g.Wake(ctx)
 			srv := &http.Server{Handler: g, ReadHeaderTimeout: 30 * time.Second}
 			opts.Logger.Info("listening", "addr", ln.Addr().String(), "models", strings.Join(router.Models(), ","))
 			done := make(chan error, 1)
@@ -137,6 +149,8 @@ http://10.0.0.7:8000.`,
 	f.IntVar(&opts.PrefixBytes, "prefix-bytes", 256, "bytes of the prompt the routing hash covers")
 	f.Float64Var(&epsilon, "load-epsilon", 0.25, "bounded-load slack: a replica takes a request while its load is under (1+ε) × the mean")
 	f.DurationVar(&opts.ScrapeInterval, "scrape-interval", 2*time.Second, "how often each replica's /metrics is read")
+	f.DurationVar(&opts.HoldTimeout, "hold-timeout", 5*time.Minute, "how long a request for a model with no ready replica (scaled to zero, or starting) waits for one before 503")
+	f.IntVar(&opts.MaxHeldPerModel, "max-held-per-model", 100, "requests held per model while it has no ready replica; past it, 503")
 	f.DurationVar(&grace, "shutdown-grace", 30*time.Second, "time requests in flight get to finish after SIGTERM")
 	return cmd
 }

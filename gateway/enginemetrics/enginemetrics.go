@@ -23,6 +23,9 @@ const (
 	RequestsWaiting  = "vllm:num_requests_waiting"
 	KVCacheUsage     = "vllm:kv_cache_usage_perc"
 	GenerationTokens = "vllm:generation_tokens_total"
+	// PromptTokens is read when present (both engines export it); a request that
+	// generated nothing still moves it.
+	PromptTokens = "vllm:prompt_tokens_total"
 	// KVCacheUsageV0 is the KV-cache gauge's name before vLLM's V1 engine (0.8 and
 	// earlier), read when the V1 name is absent.
 	KVCacheUsageV0 = "vllm:gpu_cache_usage_perc"
@@ -45,6 +48,8 @@ type Reading struct {
 	KVCacheUsage float64
 	// GenerationTokens is the counter vllm:generation_tokens_total.
 	GenerationTokens float64
+	// PromptTokens is the counter vllm:prompt_tokens_total, 0 when absent.
+	PromptTokens float64
 }
 
 // Parse reads a Prometheus text exposition. Each metric of Reading must be present, with
@@ -73,6 +78,13 @@ func Parse(r io.Reader) (Reading, error) {
 			return Reading{}, fmt.Errorf("%s: %w", f.name, err)
 		}
 		*f.dst = v
+	}
+	if f := families[PromptTokens]; f != nil {
+		v, err := sumFamily(f)
+		if err != nil {
+			return Reading{}, fmt.Errorf("%s: %w", PromptTokens, err)
+		}
+		m.PromptTokens = v
 	}
 	return m, nil
 }

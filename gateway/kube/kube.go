@@ -18,6 +18,7 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
@@ -42,8 +43,9 @@ var engineServices = labels.SelectorFromSet(labels.Set{
 
 // Watch keeps router's replicas equal to the ready endpoints of the engine Services in
 // namespace ("" for every namespace) until ctx ends. It returns once the caches have
-// synced and the first set is in place.
-func Watch(ctx context.Context, cs kubernetes.Interface, namespace string, router *gateway.Router, log *slog.Logger) error {
+// synced and the first set is in place. The Cluster it returns wakes MixtralDeployments
+// through dyn.
+func Watch(ctx context.Context, cs kubernetes.Interface, dyn dynamic.Interface, namespace string, router *gateway.Router, log *slog.Logger) (*Cluster, error) {
 	services := informers.NewSharedInformerFactoryWithOptions(cs, 10*time.Minute, informers.WithNamespace(namespace),
 		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = engineServices.String() }))
 	// The EndpointSlice controller copies a Service's labels onto its slices, so the same
@@ -66,15 +68,15 @@ func Watch(ctx context.Context, cs kubernetes.Interface, namespace string, route
 		DeleteFunc: func(any) { notify() },
 	}
 	if _, err := svcInformer.Informer().AddEventHandler(handler); err != nil {
-		return err
+		return nil, err
 	}
 	if _, err := sliceInformer.Informer().AddEventHandler(handler); err != nil {
-		return err
+		return nil, err
 	}
 	services.Start(ctx.Done())
 	slices.Start(ctx.Done())
 	if !cache.WaitForCacheSync(ctx.Done(), svcInformer.Informer().HasSynced, sliceInformer.Informer().HasSynced) {
-		return fmt.Errorf("the Service and EndpointSlice caches did not sync")
+		return nil, fmt.Errorf("the Service and EndpointSlice caches did not sync")
 	}
 	apply := func() {
 		svcs, _ := svcInformer.Lister().List(labels.Everything())
@@ -94,7 +96,7 @@ func Watch(ctx context.Context, cs kubernetes.Interface, namespace string, route
 			}
 		}
 	}()
-	return nil
+	return &Cluster{services: svcInformer.Lister(), dyn: dyn}, nil
 }
 
 // Replicas are the ready endpoints of the annotated Services, one replica per address, at

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -17,16 +18,19 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	"sigs.k8s.io/yaml"
 
 	"github.com/moe-operator/moe-operator/gateway"
 )
 
 // startAPIServer runs a real kube-apiserver and etcd (envtest). Without the binaries the
 // test fails when MOE_REQUIRE_ENVTEST is set (make test, CI) and skips otherwise.
-func startAPIServer(t *testing.T) kubernetes.Interface {
+func startAPIServer(t *testing.T) (kubernetes.Interface, dynamic.Interface) {
 	t.Helper()
 	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
 		if os.Getenv("MOE_REQUIRE_ENVTEST") != "" {
@@ -34,13 +38,32 @@ func startAPIServer(t *testing.T) kubernetes.Interface {
 		}
 		t.Skip("KUBEBUILDER_ASSETS is not set; run `make test`")
 	}
-	env := &envtest.Environment{}
+	// The operator's CRDs, so the gateway's writes to MixtralDeployments meet the real schema.
+	env := &envtest.Environment{CRDDirectoryPaths: []string{filepath.Join("..", "..", "config", "crd", "bases")}, ErrorIfCRDPathMissing: true}
 	cfg, err := env.Start()
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = env.Stop() })
-	return kubernetes.NewForConfigOrDie(cfg)
+	return kubernetes.NewForConfigOrDie(cfg), dynamic.NewForConfigOrDie(cfg)
+}
+
+// createMixtralDeployment creates the tiny CPU sample as name in ns.
+func createMixtralDeployment(t *testing.T, dyn dynamic.Interface, ns, name string) {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join("..", "..", "config", "samples", "serving_v1alpha1_mixtraldeployment_tiny_cpu.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	obj := &unstructured.Unstructured{}
+	if err := yaml.Unmarshal(data, &obj.Object); err != nil {
+		t.Fatal(err)
+	}
+	obj.SetNamespace(ns)
+	obj.SetName(name)
+	if _, err := dyn.Resource(mixtralDeployments).Namespace(ns).Create(context.Background(), obj, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // hostAddress is a non-loopback IPv4 address of this machine: EndpointSlices refuse
@@ -102,7 +125,7 @@ func slice(ns, service, host string, port int32, ready bool) *discoveryv1.Endpoi
 }
 
 func TestTheGatewayFollowsTheEngineServicesEndpointSlices(t *testing.T) {
-	cs := startAPIServer(t)
+	cs, dyn := startAPIServer(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "team-a"}}, metav1.CreateOptions{}); err != nil {
@@ -122,11 +145,16 @@ func TestTheGatewayFollowsTheEngineServicesEndpointSlices(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	createMixtralDeployment(t, dyn, "team-a", "chat")
+
 	router := gateway.NewRouter(nil)
-	if err := Watch(ctx, cs, "", router, slog.New(slog.NewTextHandler(io.Discard, nil))); err != nil {
+	cluster, err := Watch(ctx, cs, dyn, "", router, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
 		t.Fatal(err)
 	}
-	front := httptest.NewServer(gateway.New(router, gateway.Options{}))
+	gw := gateway.New(router, gateway.Options{Waker: cluster, HoldTimeout: 500 * time.Millisecond, WakeMinInterval: 20 * time.Millisecond})
+	go gw.Wake(ctx)
+	front := httptest.NewServer(gw)
 	defer front.Close()
 	ask := func() (int, string) {
 		res, err := http.Post(front.URL+"/v1/chat/completions", "application/json",
@@ -149,17 +177,47 @@ func TestTheGatewayFollowsTheEngineServicesEndpointSlices(t *testing.T) {
 		}
 	}
 
-	// The Service exists without endpoints: its model is known, and not ready.
-	if code, body := ask(); code != 503 || !strings.Contains(body, "no replica of mixtral-chat is ready") {
+	// The Service exists without endpoints: its model is known, not ready, and a request
+	// for it is held for the hold timeout, then 503.
+	if code, body := ask(); code != 503 || !strings.Contains(body, "no replica of mixtral-chat became ready within 500ms") {
 		t.Fatalf("before endpoints: %d %q", code, body)
 	}
 	if got := router.Models(); len(got) != 1 || got[0] != "mixtral-chat" {
 		t.Fatalf("models %v: only the engine Service's", got)
 	}
+	// The held request was written onto its MixtralDeployment, and, once it left, zero.
+	annotations := func() map[string]string {
+		obj, err := dyn.Resource(mixtralDeployments).Namespace("team-a").Get(ctx, "chat", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return obj.GetAnnotations()
+	}
+	eventually("the held count is back to zero", func() bool { return annotations()[AnnotationHeldRequests] == "0" })
+	if at, err := time.Parse(time.RFC3339, annotations()[AnnotationHeldAt]); err != nil || time.Since(at) > time.Minute {
+		t.Fatalf("held-at %q: %v", annotations()[AnnotationHeldAt], err)
+	}
 
+	// A request held while the endpoint comes up goes through.
+	answered := make(chan string, 1)
+	go func() {
+		res, err := http.Post(front.URL+"/v1/chat/completions", "application/json",
+			strings.NewReader(`{"model":"mixtral-chat","messages":[{"role":"user","content":"hi"}]}`))
+		if err != nil {
+			answered <- err.Error()
+			return
+		}
+		defer res.Body.Close()
+		b, _ := io.ReadAll(res.Body)
+		answered <- fmt.Sprint(res.StatusCode, " ", string(b))
+	}()
+	eventually("the MixtralDeployment hears of the held request", func() bool { return annotations()[AnnotationHeldRequests] == "1" })
 	es, err := cs.DiscoveryV1().EndpointSlices("team-a").Create(ctx, slice("team-a", "chat", host, port, true), metav1.CreateOptions{})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if got := <-answered; !strings.HasPrefix(got, "200 ") || !strings.Contains(got, "engine-one") {
+		t.Fatalf("the held request: %s", got)
 	}
 	eventually("the ready endpoint serves", func() bool { code, body := ask(); return code == 200 && strings.Contains(body, "engine-one") })
 

@@ -441,7 +441,8 @@ func TestInstall(t *testing.T) {
 		t.Error("Pod Security admission let a pod with allowPrivilegeEscalation through")
 	}
 
-	// The gateway's pod too; it may list and watch Services and EndpointSlices, and nothing else.
+	// The gateway's pod too; it may list and watch Services and EndpointSlices, patch
+	// MixtralDeployments (the held-request count), and nothing else.
 	gw, err := cs.AppsV1().Deployments(namespace).Get(ctx, release+"-moe-operator-gateway", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -457,6 +458,9 @@ func TestInstall(t *testing.T) {
 	}{
 		{authzv1.ResourceAttributes{Group: "", Resource: "services", Verb: "watch"}, true},
 		{authzv1.ResourceAttributes{Group: "discovery.k8s.io", Resource: "endpointslices", Verb: "list"}, true},
+		{authzv1.ResourceAttributes{Group: "serving.moe-operator.io", Resource: "mixtraldeployments", Verb: "patch", Namespace: "team-a"}, true},
+		{authzv1.ResourceAttributes{Group: "serving.moe-operator.io", Resource: "mixtraldeployments", Verb: "delete", Namespace: "team-a"}, false},
+		{authzv1.ResourceAttributes{Group: "serving.moe-operator.io", Resource: "mixtraldeployments", Subresource: "scale", Verb: "update", Namespace: "team-a"}, false},
 		{authzv1.ResourceAttributes{Group: "", Resource: "services", Verb: "update", Namespace: "team-a"}, false},
 		{authzv1.ResourceAttributes{Group: "", Resource: "secrets", Verb: "get", Namespace: "team-a"}, false},
 		{authzv1.ResourceAttributes{Group: "", Resource: "pods", Verb: "list"}, false},
@@ -532,7 +536,7 @@ func TestGateway(t *testing.T) {
 	}
 	want := []string{"gateway", "--kubernetes", "--port=8080", "--namespace=team-a",
 		"--api-key-file=/var/run/secrets/moe-gateway/keys/keys", "--backend-api-key-file=/var/run/secrets/moe-gateway/backend/api-key",
-		"--max-concurrency-per-key=16", "--max-concurrency-per-model=64"}
+		"--max-concurrency-per-key=16", "--max-concurrency-per-model=64", "--hold-timeout=2m", "--max-held-per-model=20"}
 	if !reflect.DeepEqual(c.Args, want) {
 		t.Errorf("args %v, want %v", c.Args, want)
 	}
@@ -549,6 +553,7 @@ func TestGateway(t *testing.T) {
 	wantRules := []rbacv1.PolicyRule{
 		{APIGroups: []string{""}, Resources: []string{"services"}, Verbs: []string{"list", "watch"}},
 		{APIGroups: []string{"discovery.k8s.io"}, Resources: []string{"endpointslices"}, Verbs: []string{"list", "watch"}},
+		{APIGroups: []string{"serving.moe-operator.io"}, Resources: []string{"mixtraldeployments"}, Verbs: []string{"patch"}},
 	}
 	if !reflect.DeepEqual(role.Rules, wantRules) {
 		t.Errorf("gateway rules %+v", role.Rules)

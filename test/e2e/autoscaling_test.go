@@ -38,7 +38,7 @@ func testAutoscaling(t *testing.T, ctx context.Context, mxd *servingv1alpha1.Mix
 	patch := client.MergeFrom(cur.DeepCopy())
 	target := resource.MustParse("2")
 	cur.Spec.Autoscaling = &servingv1alpha1.AutoscalingSpec{
-		Enabled: true, MinReplicas: 1, MaxReplicas: ptr[int32](2),
+		Enabled: true, MinReplicas: ptr[int32](1), MaxReplicas: ptr[int32](2),
 		// Six clients keep about six requests in flight: three times the target of one
 		// replica, so the load asks for three and maxReplicas holds it at two.
 		Metric: servingv1alpha1.MetricConcurrency, Target: &target,

@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	servingv1alpha1 "github.com/moe-operator/moe-operator/api/v1alpha1"
 	"github.com/moe-operator/moe-operator/test/e2e/engineclient"
@@ -89,5 +91,51 @@ func testGateway(t *testing.T, ctx context.Context, mxd *servingv1alpha1.Mixtral
 	}
 	if ok == 0 {
 		t.Error("no request succeeded")
+	}
+
+	testScaleFromZero(t, ctx, gw, second)
+}
+
+// testScaleFromZero lets mxd idle to zero replicas, then sends it a request through the
+// gateway: the gateway holds it, writes the held count onto the MixtralDeployment, the
+// autoscaler scales it up, and the request is answered once the pod is ready. The time
+// that takes is the cold start.
+func testScaleFromZero(t *testing.T, ctx context.Context, gw *engineclient.Client, mxd *servingv1alpha1.MixtralDeployment) {
+	key := client.ObjectKeyFromObject(mxd)
+	cur := getMXD(t, ctx, key)
+	patch := client.MergeFrom(cur.DeepCopy())
+	cur.Spec.Autoscaling = &servingv1alpha1.AutoscalingSpec{Enabled: true, MinReplicas: ptr(int32(0)), MaxReplicas: ptr(int32(1)),
+		ScaleToZeroAfter: &metav1.Duration{Duration: 20 * time.Second}}
+	if err := k8s.Patch(ctx, cur, patch); err != nil {
+		t.Fatal(err)
+	}
+	idle := time.Now()
+	eventually(t, 3*time.Minute, mxd.Name+" at zero replicas", func() error {
+		got := getMXD(t, ctx, key)
+		if got.Spec.Replicas == nil || *got.Spec.Replicas != 0 {
+			return fmt.Errorf("spec.replicas %v; autoscaling %+v", got.Spec.Replicas, got.Status.Autoscaling)
+		}
+		if pods := enginePods(t, ctx, mxd); len(pods) > 0 {
+			return fmt.Errorf("%d engine pods left: %s", len(pods), describePods(t, ctx, mxd))
+		}
+		return nil
+	})
+	t.Logf("%s went to zero replicas %s after its autoscaler (scaleToZeroAfter 20s) was enabled", mxd.Name, time.Since(idle).Round(time.Second))
+
+	start := time.Now()
+	res, err := gw.Chat(ctx, engineclient.ChatRequest{Model: mxd.Spec.Model.ServedName,
+		Messages: []engineclient.Message{{Role: "user", Content: "hello again"}}, MaxTokens: 4})
+	coldStart := time.Since(start)
+	if err != nil {
+		t.Fatalf("the request to the model at zero replicas failed after %s: %v; pods: %s", coldStart, err, describePods(t, ctx, mxd))
+	}
+	if len(res.Choices) == 0 {
+		t.Fatalf("no choice in %+v", res)
+	}
+	got := getMXD(t, ctx, key)
+	t.Logf("cold start through the gateway: the held request was answered %s after it was sent (spec.replicas now %d)",
+		coldStart.Round(100*time.Millisecond), *got.Spec.Replicas)
+	if *got.Spec.Replicas != 1 {
+		t.Errorf("spec.replicas %d after the wake, want 1", *got.Spec.Replicas)
 	}
 }
