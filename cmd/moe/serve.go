@@ -80,6 +80,7 @@ flight get --shutdown-grace to finish before the process exits 0.`,
 	f.IntVar(&sc.MaxBatchedTokens, "max-batched-tokens", 0, "token budget of one step, decodes and prefill chunks together (0: max(512, --max-num-seqs))")
 	f.IntVar(&sc.KVCacheTokens, "kv-cache-tokens", 0, "positions in the paged KV cache (0: --max-num-seqs full contexts, at most 2 GiB)")
 	f.IntVar(&sc.MaxQueue, "max-queue", 1024, "requests that may wait to start; past it, 429")
+	f.BoolVar(&sc.DisablePrefixCaching, "no-prefix-caching", false, "turn off automatic prefix caching (reusing the keys and values of an earlier request's identical prompt prefix, in blocks of 16 tokens)")
 	f.StringVar(&apiKey, "api-key", "", `require "Authorization: Bearer KEY" on /v1/ paths (visible in the process list: prefer --api-key-file or MOE_API_KEY)`)
 	f.StringVar(&apiKeyFile, "api-key-file", "", "read the API key from this file (a mounted Secret)")
 	f.Int64Var(&opts.MaxBodyBytes, "max-body-bytes", 0, "largest request body; past it, 413 (0: room for a prompt that fills the context, at most 16 MiB)")

@@ -23,13 +23,21 @@ type Cache struct {
 	numBlocks int
 	k, v      [][][]float32 // [shard][layer][row*kvDim]; nil on an accelerator
 	dev       DeviceCache   // the accelerator's cache, or nil
-	free      []int32
+	free      []int32       // blocks holding nothing
+	prefix    *prefixIndex  // full blocks kept by content (prefix.go); nil when off
 }
 
 // Seq is one sequence's block table. Its capacity is len(Blocks)*BlockSize
 // positions; the zero Seq holds nothing.
 type Seq struct {
 	Blocks []int32
+	// indexed is how many of Blocks (from the first) the prefix index has
+	// seen, last the chained hash of their tokens, and tail the indexed
+	// block that holds the last of them plus one (0 before the first
+	// block; -1 once the chain cannot be continued).
+	indexed int
+	last    uint64
+	tail    int32
 }
 
 // ErrCacheFull means there are not enough free blocks.
@@ -84,8 +92,10 @@ func (c *Cache) Close() {
 // NumBlocks is the total number of blocks.
 func (c *Cache) NumBlocks() int { return c.numBlocks }
 
-// FreeBlocks is the number of unallocated blocks.
-func (c *Cache) FreeBlocks() int { return len(c.free) }
+// FreeBlocks is the number of blocks a sequence may take: those holding
+// nothing, and cached blocks no sequence uses (the least recently used of
+// which are evicted to make room).
+func (c *Cache) FreeBlocks() int { return len(c.free) + c.prefix.evictable() }
 
 // BlocksFor is the number of blocks a sequence of tokens positions needs.
 func (c *Cache) BlocksFor(tokens int) int { return (tokens + c.BlockSize - 1) / c.BlockSize }
@@ -100,21 +110,32 @@ func (c *Cache) Reserve(s *Seq, tokens int) error {
 	if need <= 0 {
 		return nil
 	}
-	if need > len(c.free) {
-		return fmt.Errorf("%w: need %d more blocks, %d free", ErrCacheFull, need, len(c.free))
+	if free := c.FreeBlocks(); need > free {
+		return fmt.Errorf("%w: need %d more blocks, %d free", ErrCacheFull, need, free)
 	}
-	at := len(c.free) - need
-	for i := len(c.free) - 1; i >= at; i-- {
-		s.Blocks = append(s.Blocks, c.free[i])
+	for range need {
+		if n := len(c.free); n > 0 {
+			s.Blocks = append(s.Blocks, c.free[n-1])
+			c.free = c.free[:n-1]
+		} else {
+			s.Blocks = append(s.Blocks, c.prefix.evict())
+		}
+		c.prefix.use(s.Blocks[len(s.Blocks)-1])
 	}
-	c.free = c.free[:at]
 	return nil
 }
 
-// Release returns all of s's blocks to the cache and empties s.
+// Release gives up s's blocks and empties s. A block no other sequence
+// uses becomes free, or, if it is in the prefix index, stays cached until
+// evicted.
 func (c *Cache) Release(s *Seq) {
-	c.free = append(c.free, s.Blocks...)
+	for _, b := range s.Blocks {
+		if !c.prefix.drop(b) {
+			c.free = append(c.free, b)
+		}
+	}
 	s.Blocks = s.Blocks[:0]
+	s.indexed, s.last, s.tail = 0, 0, 0
 }
 
 // row returns the cache row of position pos of s.

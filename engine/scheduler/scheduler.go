@@ -103,6 +103,11 @@ type Config struct {
 	// Context is the longest sequence, prompt and output together (default
 	// and upper bound: the model's context length).
 	Context int
+	// DisablePrefixCaching turns off automatic prefix caching: by default
+	// a request reuses the keys and values of the longest prefix of its
+	// tokens, in whole blocks, that an earlier request computed and the
+	// cache still holds (see model.Cache.Match).
+	DisablePrefixCaching bool
 	// Observer, if set, receives latencies and request outcomes.
 	Observer Observer
 	// Memory, if set, reports the memory the KV cache may take (bytes,
@@ -160,6 +165,9 @@ type Stats struct {
 	PromptTokens     int64 // prompt tokens of requests whose prefill completed
 	GenerationTokens int64
 	Steps            int64
+	// PrefixCacheQueries and PrefixCacheHits count prompt tokens looked up
+	// in the prefix cache when requests start, and those found there.
+	PrefixCacheQueries, PrefixCacheHits int64
 }
 
 // KVUsage is the fraction of KV blocks in use, 0 to 1.
@@ -292,6 +300,9 @@ func New(m *model.Model, cfg Config) (*Scheduler, error) {
 	cache, err := m.NewCache(cfg.KVCacheTokens, cfg.BlockSize)
 	if err != nil {
 		return nil, err
+	}
+	if !cfg.DisablePrefixCaching {
+		cache.EnablePrefixCaching()
 	}
 	s := &Scheduler{
 		m: m, tok: m.Tokenizer, cfg: cfg, obs: cfg.Observer, eos: -1, vocab: mc.Vocab,
@@ -644,6 +655,9 @@ func (s *Scheduler) schedule() bool {
 	watermark := s.cache.NumBlocks() / 100
 	for len(s.waiting) > 0 && budget > 0 && len(s.running) < s.cfg.MaxNumSeqs {
 		q := s.waiting[0]
+		if q.computed == 0 && s.cache.PrefixCaching() {
+			q.computed = s.cache.Match(&q.kv, q.tokens)
+		}
 		n := min(len(q.tokens)-q.computed, budget)
 		// Admit only what can be prefilled whole (prompt, or prompt and
 		// output of a preempted sequence), or chunked prefill would
@@ -653,10 +667,10 @@ func (s *Scheduler) schedule() bool {
 		if len(s.running) == 0 {
 			reserve = 0
 		}
-		if need+reserve > s.cache.FreeBlocks() {
-			break
-		}
-		if err := s.cache.Reserve(&q.kv, q.computed+n); err != nil {
+		if need+reserve > s.cache.FreeBlocks() || s.cache.Reserve(&q.kv, q.computed+n) != nil {
+			// It waits; the prefix blocks it matched stay cached for it.
+			s.cache.Release(&q.kv)
+			q.computed = 0
 			break
 		}
 		s.waiting[0] = nil
@@ -666,6 +680,12 @@ func (s *Scheduler) schedule() bool {
 			s.mu.Lock()
 			s.queued--
 			s.mu.Unlock()
+			if s.cache.PrefixCaching() {
+				s.statsMu.Lock()
+				s.stats.PrefixCacheQueries += int64(q.promptLen)
+				s.stats.PrefixCacheHits += int64(q.computed)
+				s.statsMu.Unlock()
+			}
 			if s.obs != nil {
 				s.obs.Scheduled(time.Since(q.arrival))
 			}
@@ -747,11 +767,16 @@ func (s *Scheduler) afterForwardTop(top []model.Candidate, k int) {
 	s.finishStep(int64(len(s.outSeqs)))
 }
 
-// advance moves every running sequence past the chunk it just computed.
+// advance moves every running sequence past the chunk it just computed,
+// and indexes the blocks that chunk filled for prefix caching.
 func (s *Scheduler) advance() {
 	for _, q := range s.running {
+		if q.chunk == 0 {
+			continue
+		}
 		q.computed += q.chunk
 		q.chunk = 0
+		s.cache.Commit(&q.kv, q.tokens, q.computed)
 	}
 }
 

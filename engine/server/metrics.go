@@ -24,6 +24,8 @@ const (
 	MetricE2ELatency        = "vllm:e2e_request_latency_seconds"
 	MetricQueueTime         = "vllm:request_queue_time_seconds"
 	MetricPreemptions       = "vllm:num_preemptions_total"
+	MetricPrefixQueries     = "vllm:prefix_cache_queries_total"
+	MetricPrefixHits        = "vllm:prefix_cache_hits_total"
 )
 
 // metrics holds the server's Prometheus registry. The gauges and token
@@ -81,6 +83,8 @@ func newMetrics(modelName string, stats func() (scheduler.Stats, bool)) *metrics
 		counter(MetricPromptTokens, "Prompt tokens processed.", func(s scheduler.Stats) float64 { return float64(s.PromptTokens) }),
 		counter(MetricGenerationTokens, "Tokens generated.", func(s scheduler.Stats) float64 { return float64(s.GenerationTokens) }),
 		counter(MetricPreemptions, "Sequences preempted (their KV blocks released, to be recomputed).", func(s scheduler.Stats) float64 { return float64(s.Preemptions) }),
+		counter(MetricPrefixQueries, "Prompt tokens looked up in the prefix cache.", func(s scheduler.Stats) float64 { return float64(s.PrefixCacheQueries) }),
+		counter(MetricPrefixHits, "Prompt tokens found in the prefix cache, whose keys and values were not computed again.", func(s scheduler.Stats) float64 { return float64(s.PrefixCacheHits) }),
 		m.success, m.ttft, m.itl, m.e2e, m.qt,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),

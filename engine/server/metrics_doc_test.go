@@ -41,7 +41,7 @@ func TestDocsMetricsListsExactlyTheMetricsServed(t *testing.T) {
 			t.Errorf("docs/metrics.md documents %s, which is not served", name)
 		}
 	}
-	if len(served) != 11 {
+	if len(served) != 13 {
 		t.Errorf("%d vllm: metrics served: %v", len(served), served)
 	}
 }
