@@ -62,14 +62,41 @@ const (
 	// DecisionPrefixOverflow: the prefix's replica was over the load bound (or full); the
 	// next one on the ring took it.
 	DecisionPrefixOverflow Decision = "prefix_overflow"
-	// DecisionLeastLoaded: no prefix to hash (or a retry): the least-loaded replica.
+	// DecisionLeastLoaded: no prefix to hash (or a retry, or the least-loaded routing):
+	// the least-loaded replica.
 	DecisionLeastLoaded Decision = "least_loaded"
+	// DecisionRoundRobin: the round-robin routing's next replica.
+	DecisionRoundRobin Decision = "round_robin"
 )
+
+// Routing is how the router picks among a model's replicas.
+type Routing string
+
+// The routings. Prefix is the default; the others ignore the prompt, and serve as the
+// baselines prefix affinity is measured against (hack/bench-gateway-prefix.sh).
+const (
+	// RoutingPrefix: consistent hashing of the prompt's prefix with bounded load.
+	RoutingPrefix Routing = "prefix"
+	// RoutingLeastLoaded: the replica with the fewest requests open and waiting.
+	RoutingLeastLoaded Routing = "least-loaded"
+	// RoutingRoundRobin: each replica in turn.
+	RoutingRoundRobin Routing = "round-robin"
+)
+
+// ParseRouting checks a routing's name.
+func ParseRouting(s string) (Routing, error) {
+	switch r := Routing(s); r {
+	case RoutingPrefix, RoutingLeastLoaded, RoutingRoundRobin:
+		return r, nil
+	}
+	return "", fmt.Errorf("unknown routing %q: use %s, %s or %s", s, RoutingPrefix, RoutingLeastLoaded, RoutingRoundRobin)
+}
 
 // pool is one model's replicas and their hash ring.
 type pool struct {
 	replicas []*Replica
 	ring     []ringPoint
+	turn     atomic.Uint64 // round-robin's counter
 }
 
 type ringPoint struct {
@@ -105,6 +132,8 @@ type Router struct {
 	// Epsilon is the bounded-load slack: no replica takes a request while its score is
 	// above (1+Epsilon) × the mean (plus the request). 0 means 0.25.
 	Epsilon float64
+	// Routing is how a replica is picked; "" means RoutingPrefix.
+	Routing Routing
 
 	mu    sync.RWMutex
 	pools map[string]*pool
@@ -239,7 +268,10 @@ func (rt *Router) Pick(model, prefix string, exclude []*Replica) (*Replica, Deci
 		if len(candidates) == 0 {
 			continue
 		}
-		if prefix == "" {
+		switch {
+		case rt.Routing == RoutingRoundRobin:
+			return candidates[(p.turn.Add(1)-1)%uint64(len(candidates))], DecisionRoundRobin, nil
+		case prefix == "" || rt.Routing == RoutingLeastLoaded:
 			return leastLoaded(candidates), DecisionLeastLoaded, nil
 		}
 		r, d := rt.walk(p, prefix, candidates)

@@ -35,6 +35,7 @@ func newGatewayCmd() *cobra.Command {
 		opts                          gateway.Options
 		grace                         time.Duration
 		epsilon                       float64
+		routing                       string
 		kube                          bool
 		namespace                     string
 	)
@@ -71,8 +72,11 @@ http://10.0.0.7:8000.`,
 			if kube == (len(backends) > 0) {
 				return fmt.Errorf("give either --kubernetes (replicas from the cluster's engine Services) or --backend MODEL=URL flags")
 			}
+			policy, err := gateway.ParseRouting(routing)
+			if err != nil {
+				return fmt.Errorf("--routing: %w", err)
+			}
 			var replicas []*gateway.Replica
-			var err error
 			if !kube {
 				if replicas, err = parseBackends(backends); err != nil {
 					return err
@@ -97,6 +101,7 @@ http://10.0.0.7:8000.`,
 			opts.Logger = slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), nil))
 			router := gateway.NewRouter(replicas)
 			router.Epsilon = epsilon
+			router.Routing = policy
 			if kube {
 				cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(clientcmd.NewDefaultClientConfigLoadingRules(), nil).ClientConfig()
 				if err != nil {
@@ -147,6 +152,7 @@ http://10.0.0.7:8000.`,
 	f.IntVar(&opts.MaxConcurrencyPerKey, "max-concurrency-per-key", 0, "requests in flight per API key; past it, 429 (0: unbounded)")
 	f.IntVar(&opts.MaxConcurrencyPerModel, "max-concurrency-per-model", 0, "requests in flight per model; past it, 429 (0: unbounded)")
 	f.IntVar(&opts.PrefixBytes, "prefix-bytes", 256, "bytes of the prompt the routing hash covers")
+	f.StringVar(&routing, "routing", string(gateway.RoutingPrefix), "how a replica is picked: prefix (the prompt prefix's hash, with bounded load), least-loaded or round-robin")
 	f.Float64Var(&epsilon, "load-epsilon", 0.25, "bounded-load slack: a replica takes a request while its load is under (1+ε) × the mean")
 	f.DurationVar(&opts.ScrapeInterval, "scrape-interval", 2*time.Second, "how often each replica's /metrics is read")
 	f.DurationVar(&opts.HoldTimeout, "hold-timeout", 5*time.Minute, "how long a request for a model with no ready replica (scaled to zero, or starting) waits for one before 503")

@@ -13,8 +13,9 @@ func init() { rootCmd.AddCommand(newLoadgenCmd()) }
 
 func newLoadgenCmd() *cobra.Command {
 	var (
-		o      loadgen.Options
-		asJSON bool
+		o                          loadgen.Options
+		asJSON                     bool
+		systemPrompts, systemWords int
 	)
 	cmd := &cobra.Command{
 		Use:   "loadgen --url URL --concurrency N (--requests M | --duration D) [--stream] [--json]",
@@ -23,12 +24,20 @@ func newLoadgenCmd() *cobra.Command {
 for M requests in all or for a duration, and reports aggregate output tokens per
 second, time to first token and inter-token latency (p50/p95; these need
 --stream), end-to-end latency, and the server's goroutines and memory (from its
-/metrics) before and after.`,
+/metrics) before and after.
+
+--system-prompts N starts every request with one of N long synthetic system
+prompts, picked at random, to measure prefix caching and prefix-affine
+routing (hack/bench-gateway-prefix.sh).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if o.URL == "" {
 				return fmt.Errorf("--url is required")
 			}
+			if systemPrompts < 0 || systemWords < 1 {
+				return fmt.Errorf("--system-prompts must be 0 or more and --system-prompt-words at least 1")
+			}
+			o.SystemPrompts = loadgen.SyntheticSystemPrompts(systemPrompts, systemWords)
 			r, err := loadgen.Run(cmd.Context(), o)
 			if err != nil {
 				return err
@@ -52,6 +61,8 @@ second, time to first token and inter-token latency (p50/p95; these need
 	f.BoolVar(&o.Stream, "stream", false, "stream responses (needed for TTFT and ITL)")
 	f.BoolVar(&o.Chat, "chat", false, "use /v1/chat/completions instead of /v1/completions")
 	f.StringVar(&o.Prompt, "prompt", "", "prompt text (default: a fixed story prompt)")
+	f.IntVar(&systemPrompts, "system-prompts", 0, "start each request with one of this many distinct synthetic system prompts, picked at random (0: none)")
+	f.IntVar(&systemWords, "system-prompt-words", 800, "words in each synthetic system prompt (about 1.2 tokens each with Mistral's vocabulary)")
 	f.IntVar(&o.MaxTokens, "max-tokens", 128, "tokens to generate per request")
 	f.Float64Var(&o.Temperature, "temperature", 0, "sampling temperature")
 	f.BoolVar(&o.IgnoreEOS, "ignore-eos", true, "generate exactly --max-tokens tokens (vLLM's ignore_eos)")

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/moe-operator/moe-operator/engine/model"
 	"github.com/moe-operator/moe-operator/engine/scheduler"
@@ -19,6 +20,14 @@ import (
 )
 
 func init() { rootCmd.AddCommand(newServeCmd()) }
+
+// vllmFlagAliases maps vLLM's names of `vllm serve` flags to moe serve's.
+var vllmFlagAliases = map[string]string{
+	"tensor-parallel-size":     "tensor-parallel",
+	"max-model-len":            "ctx-size",
+	"max-num-batched-tokens":   "max-batched-tokens",
+	"no-enable-prefix-caching": "no-prefix-caching",
+}
 
 func newServeCmd() *cobra.Command {
 	var (
@@ -37,8 +46,13 @@ func newServeCmd() *cobra.Command {
 		Use:   "serve --model FILE [--port 8000] [--served-model-name NAME]",
 		Short: "Serve a model over the OpenAI API with continuous batching",
 		Long: `serve answers the OpenAI API (/v1/models, /v1/completions, /v1/chat/completions,
-with streaming) and /health, /ready and /metrics (vLLM's metric names; see
-docs/metrics.md). /health answers at once; /ready once the model is loaded.
+with streaming), vLLM's /tokenize, /detokenize, /version and /ping, and /health,
+/ready and /metrics (vLLM's metric names; see docs/metrics.md). /health answers
+at once; /ready (and /ping) once the model is loaded.
+
+vLLM's flag names are accepted too: --tensor-parallel-size (--tensor-parallel),
+--max-model-len (--ctx-size), --max-num-batched-tokens (--max-batched-tokens),
+--no-enable-prefix-caching (--no-prefix-caching).
 On SIGTERM or SIGINT, /ready turns false, new requests get 503, and requests in
 flight get --shutdown-grace to finish before the process exits 0.`,
 		Args: cobra.NoArgs,
@@ -65,7 +79,7 @@ flight get --shutdown-grace to finish before the process exits 0.`,
 			if msg := applyMemoryLimit(); msg != "" {
 				logger.Info(msg)
 			}
-			opts.ModelName, opts.APIKey, opts.Logger = name, key, logger
+			opts.ModelName, opts.APIKey, opts.Logger, opts.Version = name, key, logger, version()
 			rc.Options, rc.Listener, rc.Scheduler, rc.ShutdownGrace = opts, ln, sc, grace
 			rc.Load = func() (*model.Model, error) { return ef.open() }
 			return server.Run(ctx, rc)
@@ -73,6 +87,13 @@ flight get --shutdown-grace to finish before the process exits 0.`,
 	}
 	f := cmd.Flags()
 	ef.register(f)
+	// vLLM's spellings of the same flags, so a vLLM command line carries over.
+	f.SetNormalizeFunc(func(_ *pflag.FlagSet, name string) pflag.NormalizedName {
+		if alias, ok := vllmFlagAliases[name]; ok {
+			name = alias
+		}
+		return pflag.NormalizedName(name)
+	})
 	f.StringVar(&host, "host", "0.0.0.0", "address to listen on")
 	f.IntVar(&port, "port", 8000, "port to listen on (0: any free port, logged)")
 	f.StringVar(&name, "served-model-name", "", `the model's name in the API (default: the --model value)`)
@@ -80,6 +101,7 @@ flight get --shutdown-grace to finish before the process exits 0.`,
 	f.IntVar(&sc.MaxBatchedTokens, "max-batched-tokens", 0, "token budget of one step, decodes and prefill chunks together (0: max(512, --max-num-seqs))")
 	f.IntVar(&sc.KVCacheTokens, "kv-cache-tokens", 0, "positions in the paged KV cache (0: --max-num-seqs full contexts, at most 2 GiB)")
 	f.IntVar(&sc.MaxQueue, "max-queue", 1024, "requests that may wait to start; past it, 429")
+	f.BoolVar(&opts.StrictRequests, "strict-requests", false, "refuse request fields the server does not know with 400 (default: ignore them, log each name once and list them in the X-Ignored-Fields response header)")
 	f.BoolVar(&sc.DisablePrefixCaching, "no-prefix-caching", false, "turn off automatic prefix caching (reusing the keys and values of an earlier request's identical prompt prefix, in blocks of 16 tokens)")
 	f.StringVar(&apiKey, "api-key", "", `require "Authorization: Bearer KEY" on /v1/ paths (visible in the process list: prefer --api-key-file or MOE_API_KEY)`)
 	f.StringVar(&apiKeyFile, "api-key-file", "", "read the API key from this file (a mounted Secret)")

@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"math/rand/v2"
 	"net/http"
 	"slices"
 	"strconv"
@@ -48,6 +49,12 @@ type Options struct {
 	MaxTokens   int
 	Temperature float64
 	IgnoreEOS   bool
+	// SystemPrompts, when set, start every request: each picks one of them
+	// at random (seeded, so runs repeat), as a system message (Chat) or in
+	// front of the prompt, and the prompt gets the request's number, so
+	// requests share a system prompt and nothing after it: the traffic that
+	// prefix caching and prefix-affine routing are for.
+	SystemPrompts []string
 	// Client is the HTTP client (default: one with a connection per client).
 	Client *http.Client
 }
@@ -128,6 +135,16 @@ func Run(ctx context.Context, o Options) (Result, error) {
 	res.ServerBefore = before
 
 	var started atomic.Int64
+	var pickMu sync.Mutex
+	pick := rand.New(rand.NewPCG(1, 1))
+	request := func(n int64) (system, prompt string) {
+		if len(o.SystemPrompts) == 0 {
+			return "", o.Prompt
+		}
+		pickMu.Lock()
+		defer pickMu.Unlock()
+		return o.SystemPrompts[pick.IntN(len(o.SystemPrompts))], fmt.Sprintf("%s (request %d)", o.Prompt, n)
+	}
 	var deadline time.Time
 	if o.Duration > 0 {
 		deadline = time.Now().Add(o.Duration)
@@ -138,13 +155,15 @@ func Run(ctx context.Context, o Options) (Result, error) {
 	for range o.Concurrency {
 		wg.Go(func() {
 			for ctx.Err() == nil {
-				if o.Requests > 0 && started.Add(1) > int64(o.Requests) {
+				n := started.Add(1)
+				if o.Requests > 0 && n > int64(o.Requests) {
 					return
 				}
 				if !deadline.IsZero() && time.Now().After(deadline) {
 					return
 				}
-				samples <- one(ctx, o)
+				system, prompt := request(n)
+				samples <- one(ctx, o, system, prompt)
 			}
 		})
 	}
@@ -274,7 +293,7 @@ func snapshot(ctx context.Context, o Options) (ServerSnapshot, error) {
 }
 
 // one sends a request and measures it.
-func one(ctx context.Context, o Options) sample {
+func one(ctx context.Context, o Options, system, prompt string) sample {
 	body := map[string]any{"model": o.Model, "max_tokens": o.MaxTokens, "temperature": o.Temperature, "stream": o.Stream}
 	if o.IgnoreEOS {
 		body["ignore_eos"] = true
@@ -282,9 +301,13 @@ func one(ctx context.Context, o Options) sample {
 	path := "/v1/completions"
 	if o.Chat {
 		path = "/v1/chat/completions"
-		body["messages"] = []map[string]string{{"role": "user", "content": o.Prompt}}
+		msgs := []map[string]string{{"role": "user", "content": prompt}}
+		if system != "" {
+			msgs = append([]map[string]string{{"role": "system", "content": system}}, msgs...)
+		}
+		body["messages"] = msgs
 	} else {
-		body["prompt"] = o.Prompt
+		body["prompt"] = strings.TrimPrefix(system+"\n\n"+prompt, "\n\n")
 	}
 	if o.Stream {
 		body["stream_options"] = map[string]bool{"include_usage": true}
@@ -391,4 +414,23 @@ func (r Result) Format(w io.Writer) {
 	fmt.Fprintf(w, "E2E:  %s\n", ms(r.E2E))
 	fmt.Fprintf(w, "server before: %.0f goroutines, heap in use %.1f MiB, RSS %.1f MiB\n", r.ServerBefore.Goroutines, r.ServerBefore.HeapInuseBytes/(1<<20), r.ServerBefore.RSSBytes/(1<<20))
 	fmt.Fprintf(w, "server after:  %.0f goroutines, heap in use %.1f MiB, RSS %.1f MiB\n", r.ServerAfter.Goroutines, r.ServerAfter.HeapInuseBytes/(1<<20), r.ServerAfter.RSSBytes/(1<<20))
+}
+
+// SyntheticSystemPrompts makes n distinct system prompts of about words
+// words each (a few tokens more than words), the same on every run.
+func SyntheticSystemPrompts(n, words int) []string {
+	vocab := strings.Fields("the model answers questions about routing caching experts tokens batches " +
+		"latency memory kernels layers attention heads blocks prompts replicas clusters nodes pods " +
+		"services requests streams metrics gateways queues limits budgets plans shards weights")
+	out := make([]string, n)
+	for i := range out {
+		r := rand.New(rand.NewPCG(uint64(i)+1, 7))
+		var b strings.Builder
+		fmt.Fprintf(&b, "You are assistant number %d.", i)
+		for range words {
+			b.WriteString(" " + vocab[r.IntN(len(vocab))])
+		}
+		out[i] = b.String()
+	}
+	return out
 }

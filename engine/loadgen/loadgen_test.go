@@ -2,8 +2,11 @@ package loadgen_test
 
 import (
 	"context"
+	"io"
+	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -54,7 +57,27 @@ func TestLoadgenMeasuresAStreamingRun(t *testing.T) {
 			t.Errorf("report: %s", sb.String())
 		}
 	}
-	r, err := loadgen.Run(context.Background(), loadgen.Options{URL: hs.URL, APIKey: "wrong", Model: "tiny", Concurrency: 2, Requests: 3})
+	// Shared system prompts: the server's prefix cache finds them.
+	r, err := loadgen.Run(context.Background(), loadgen.Options{
+		URL: hs.URL, APIKey: "k", Concurrency: 2, Requests: 8, Chat: true, MaxTokens: 2,
+		SystemPrompts: loadgen.SyntheticSystemPrompts(2, 30),
+	})
+	if err != nil || r.Errors != 0 || r.PromptTokens < 8*30 {
+		t.Fatalf("with system prompts: %+v %v", r, err)
+	}
+	req, _ := http.NewRequest(http.MethodGet, hs.URL+"/metrics", nil)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	hits := regexp.MustCompile(`(?m)^vllm:prefix_cache_hits_total\{[^}]*\} (\d+)`).FindSubmatch(metrics)
+	if hits == nil || string(hits[1]) == "0" {
+		t.Errorf("no prefix cache hits with 8 requests over 2 system prompts: %s", hits)
+	}
+
+	r, err = loadgen.Run(context.Background(), loadgen.Options{URL: hs.URL, APIKey: "wrong", Model: "tiny", Concurrency: 2, Requests: 3})
 	if err != nil {
 		t.Fatal(err)
 	}

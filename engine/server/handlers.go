@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -157,8 +158,16 @@ func (s *Server) chatLogprobs(ts []scheduler.Token) *chatLogprobs {
 // readBody decodes the request body into v, writing the error response
 // when it fails.
 func (s *Server) readBody(w http.ResponseWriter, r *http.Request, v any) bool {
-	r.Body = http.MaxBytesReader(w, r.Body, s.maxBody)
-	if err := decode(r.Body, v); err != nil {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.maxBody))
+	if err != nil {
+		err = decodeError(err)
+	} else {
+		err = decode(bytes.NewReader(body), v)
+	}
+	if err == nil {
+		err = s.checkFields(w, body, v)
+	}
+	if err != nil {
 		writeError(w, asAPIError(err))
 		return false
 	}
@@ -311,14 +320,7 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request, sch *scheduler.Sch
 		writeError(w, asAPIError(err))
 		return
 	}
-	msgs := make([]tokenizer.Message, len(req.Messages))
-	for i, m := range req.Messages {
-		role := m.Role
-		if role == "developer" { // OpenAI's newer name for system
-			role = "system"
-		}
-		msgs[i] = tokenizer.Message{Role: role, Content: m.Content.Text}
-	}
+	msgs := chatMessages(req.Messages)
 	if err := sch.Admits(p.n); err != nil {
 		writeError(w, s.schedulerError(err, "messages"))
 		return

@@ -39,7 +39,8 @@ type Options struct {
 	// ModelName is the name clients send as "model" and /v1/models lists.
 	ModelName string
 	// APIKey, if set, must come as "Authorization: Bearer KEY" on /v1/
-	// paths. /health, /ready and /metrics stay open for probes and scrapers.
+	// paths, /tokenize and /detokenize. /health, /ready, /ping, /version and
+	// /metrics stay open for probes and scrapers.
 	APIKey string
 	// RetryAfter is what a 429 or a 503 tells clients to wait (default 1s).
 	RetryAfter time.Duration
@@ -51,6 +52,12 @@ type Options struct {
 	WriteTimeout time.Duration
 	// Logger receives server events (default: discard).
 	Logger *slog.Logger
+	// Version is what /version reports.
+	Version string
+	// StrictRequests refuses request fields the server does not know with
+	// 400; otherwise they are ignored, logged once per name and listed in
+	// the response's X-Ignored-Fields header.
+	StrictRequests bool
 }
 
 // Server is the HTTP front of a scheduler. It answers /health at once, and
@@ -93,6 +100,14 @@ func New(opts Options) *Server {
 	mux.HandleFunc("/ready", s.ready)
 	mux.Handle("/metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/v1/", s.v1)
+	mux.HandleFunc("/tokenize", s.v1)
+	mux.HandleFunc("/detokenize", s.v1)
+	mux.HandleFunc("GET /version", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"version": s.opts.Version})
+	})
+	// /ping is SageMaker's health check, which vLLM also answers.
+	mux.HandleFunc("GET /ping", s.ready)
+	mux.HandleFunc("POST /ping", s.ready)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, &apiError{Status: http.StatusNotFound, Type: typeNotFound, Message: fmt.Sprintf("no route for %s %s", r.Method, r.URL.Path)})
 	})
@@ -189,6 +204,10 @@ func (s *Server) v1(w http.ResponseWriter, r *http.Request) {
 		method, h = http.MethodPost, s.completions
 	case path == "/v1/chat/completions":
 		method, h = http.MethodPost, s.chat
+	case path == "/tokenize":
+		method, h = http.MethodPost, s.tokenizeRequest
+	case path == "/detokenize":
+		method, h = http.MethodPost, s.detokenizeRequest
 	default:
 		writeError(w, &apiError{Status: http.StatusNotFound, Type: typeNotFound, Message: fmt.Sprintf("no route for %s %s", r.Method, r.URL.Path)})
 		return

@@ -184,6 +184,40 @@ test('a prompt plus max_tokens over the context is a 400', async () => {
     OpenAI.BadRequestError, 400, { param: 'prompt', code: 'context_length_exceeded' });
 });
 
+async function post(path, body) {
+  const res = await fetch(`${baseURL}${path}`, {
+    method: 'POST', headers: { Authorization: `Bearer ${apiKey}`, 'Content-Type': 'application/json' }, body: JSON.stringify(body),
+  });
+  return { status: res.status, body: await res.json() };
+}
+
+test('/tokenize and /detokenize round-trip, and count what a chat completion bills', async () => {
+  const text = 'Mixtral routes each token to two of eight experts.';
+  const t = await post('/tokenize', { model, prompt: text });
+  assert.equal(t.status, 200);
+  assert.equal(t.body.count, t.body.tokens.length);
+  const d = await post('/detokenize', { model, tokens: t.body.tokens });
+  assert.equal(d.body.prompt, text);
+  const messages = [{ role: 'user', content: text }];
+  const chat = await post('/tokenize', { model, messages });
+  const r = await client.chat.completions.create({ model, messages, max_tokens: 1 });
+  assert.equal(chat.body.count, r.usage.prompt_tokens);
+});
+
+test('a shared system prompt is found in the prefix cache', async () => {
+  const system = 'You are a careful assistant who explains mixture-of-experts models. '.repeat(12);
+  const ask = (q) => client.chat.completions.create({
+    model, messages: [{ role: 'system', content: system }, { role: 'user', content: q }], max_tokens: 2, ...greedy,
+  });
+  await ask('What is a router?');
+  const [hits, queries] = [await metric('vllm:prefix_cache_hits_total'), await metric('vllm:prefix_cache_queries_total')];
+  const r = await ask('What is an expert?');
+  const gained = (await metric('vllm:prefix_cache_hits_total')) - hits;
+  assert.equal((await metric('vllm:prefix_cache_queries_total')) - queries, r.usage.prompt_tokens);
+  // The system prompt's whole blocks of 16 tokens, all but the last partial one.
+  assert.ok(gained >= 16 * Math.floor((r.usage.prompt_tokens - 24) / 16), `only ${gained} of ${r.usage.prompt_tokens} prompt tokens were cached`);
+});
+
 async function metric(name) {
   const text = await (await fetch(`${baseURL}/metrics`)).text();
   const line = text.split('\n').find((l) => l.startsWith(`${name}{`));
