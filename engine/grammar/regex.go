@@ -94,7 +94,7 @@ func (s reState) step(p *regexProg, b byte) (reState, bool) {
 	buf := append(s.pending[:s.npend:s.npend], b)
 	r, size := utf8.DecodeRune(buf)
 	if r == utf8.RuneError && size <= 1 {
-		if !utf8.FullRune(buf) && len(buf) < utf8.UTFMax && validPrefix(buf) {
+		if !utf8.FullRune(buf) && len(buf) < utf8.UTFMax && validPrefix(buf) && s.mayMatch(p, buf) {
 			next := reState{pcs: s.pcs, npend: len(buf)}
 			copy(next.pending[:], buf)
 			return next, true
@@ -151,6 +151,56 @@ func validPrefix(b []byte) bool {
 			}
 		}
 		return true
+	}
+	return false
+}
+
+// mayMatch reports whether some character that starts with the bytes prefix would be
+// matched by a thread: the characters with a given UTF-8 prefix are one range of code
+// points, so a partial character is allowed only where it can lead somewhere.
+func (s reState) mayMatch(p *regexProg, prefix []byte) bool {
+	size := 2
+	switch c := prefix[0]; {
+	case c >= 0xF0:
+		size = 4
+	case c >= 0xE0:
+		size = 3
+	}
+	lo, hi := make([]byte, size), make([]byte, size)
+	copy(lo, prefix)
+	copy(hi, prefix)
+	for i := len(prefix); i < size; i++ {
+		lo[i], hi[i] = 0x80, 0xBF
+	}
+	rlo, _ := utf8.DecodeRune(lo)
+	rhi, _ := utf8.DecodeRune(hi)
+	if rlo == utf8.RuneError || rhi == utf8.RuneError {
+		// The range's ends are overlong or surrogates: take the whole range of the lead.
+		rlo, rhi = 0x80, utf8.MaxRune
+	}
+	for _, pc := range s.pcs {
+		in := &p.prog.Inst[pc]
+		switch in.Op {
+		case syntax.InstRuneAny:
+			return true
+		case syntax.InstRuneAnyNotNL:
+			return true // the range holds no newline: every character in it is past 0x7F
+		case syntax.InstRune1:
+			if in.Rune[0] >= rlo && in.Rune[0] <= rhi {
+				return true
+			}
+		case syntax.InstRune:
+			if len(in.Rune) == 1 || syntax.Flags(in.Arg)&syntax.FoldCase != 0 {
+				// A single rune with case folding, or folded ranges: test the range's ends
+				// and let the next byte decide.
+				return true
+			}
+			for i := 0; i+1 < len(in.Rune); i += 2 {
+				if in.Rune[i] <= rhi && in.Rune[i+1] >= rlo {
+					return true
+				}
+			}
+		}
 	}
 	return false
 }

@@ -148,10 +148,23 @@ type Request struct {
 	// (0..MaxTopLogprobs) for that many alternatives too.
 	Logprobs    bool
 	TopLogprobs int
+	// Constraint, if set, restricts the output to a grammar (structured
+	// outputs); it holds this request's state, so each request needs its own.
+	Constraint Constraint
 	// StartOfText decodes the output as the beginning of a text, dropping
 	// the tokenizer's dummy-prefix space from its first piece (a chat
 	// answer); otherwise the output continues the prompt's text.
 	StartOfText bool
+}
+
+// Constraint restricts what a sequence may generate (structured outputs).
+// Before each sampling, Mask sets the logits of the tokens that may not come
+// next to -Inf, or reports false when none may: the output is complete, and
+// the request ends as if it had sampled end-of-sequence. Accept follows the
+// token sampled. A constrained sequence always reads its whole row of logits.
+type Constraint interface {
+	Mask(logits []float32) bool
+	Accept(tok int32)
 }
 
 // Stats is a snapshot of the scheduler's state and counters.
@@ -744,7 +757,7 @@ func (s *Scheduler) topCandidates() int {
 	k := 0
 	for _, q := range s.outSeqs {
 		n := q.req.Sampling.TopCandidates(model.MaxDeviceTopK)
-		if n == 0 || q.req.Logprobs {
+		if n == 0 || q.req.Logprobs || q.req.Constraint != nil {
 			return 0
 		}
 		k = max(k, n)
@@ -794,11 +807,33 @@ func (s *Scheduler) afterForward(logits []float32) {
 			raw = s.raw
 			copy(raw, row)
 		}
+		c := q.req.Constraint
+		if c != nil && !c.Mask(row) {
+			s.complete(q)
+			continue
+		}
 		tok := q.sampler.Sample(row)
+		if c != nil {
+			c.Accept(tok)
+		}
 		generated++
 		s.emit(q, tok, raw, now)
 	}
 	s.finishStep(generated)
+}
+
+// complete ends q, whose constraint allows nothing more, as end-of-sequence
+// would.
+func (s *Scheduler) complete(q *sequence) {
+	var piece string
+	if q.dec != nil {
+		piece = q.dec.Flush()
+	}
+	text, stopped := q.stop.push(piece)
+	if !stopped {
+		text += q.stop.flush()
+	}
+	s.finish(q, FinishStop, text, nil)
 }
 
 // finishStep counts a step's generated tokens and drops the finished

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/moe-operator/moe-operator/engine/grammar"
 	"github.com/moe-operator/moe-operator/engine/sample"
 	"github.com/moe-operator/moe-operator/engine/scheduler"
 )
@@ -49,9 +50,19 @@ type ChatRequest struct {
 	Logprobs            bool            `json:"logprobs"`
 	TopLogprobs         *int            `json:"top_logprobs"`
 	Tools               json.RawMessage `json:"tools"`
-	ResponseFormat      *struct {
-		Type string `json:"type"`
-	} `json:"response_format"`
+	ResponseFormat      *ResponseFormat `json:"response_format"`
+}
+
+// ResponseFormat is a chat request's response_format: text, json_object (any JSON
+// object) or json_schema (JSON that the schema accepts).
+type ResponseFormat struct {
+	Type       string `json:"type"`
+	JSONSchema *struct {
+		Name        string          `json:"name"`
+		Description string          `json:"description"`
+		Schema      json.RawMessage `json:"schema"`
+		Strict      *bool           `json:"strict"`
+	} `json:"json_schema"`
 }
 
 // samplingFields are the parameters both endpoints share.
@@ -74,6 +85,11 @@ type samplingFields struct {
 	// IgnoreEOS (a vLLM extension) keeps generating past end-of-sequence.
 	IgnoreEOS bool               `json:"ignore_eos"`
 	LogitBias map[string]float64 `json:"logit_bias"`
+	// vLLM's guided decoding: JSON that a schema accepts (the schema, or its text),
+	// a regular expression, or one of a list of strings.
+	GuidedJSON   json.RawMessage `json:"guided_json"`
+	GuidedRegex  *string         `json:"guided_regex"`
+	GuidedChoice []string        `json:"guided_choice"`
 }
 
 // ChatMessage is one message; Content is a string or a list of text parts.
@@ -266,6 +282,8 @@ type params struct {
 	topLogprobs  int
 	stream       bool
 	includeUsage bool
+	// grammar, when set, constrains every output (structured outputs).
+	grammar *grammar.Grammar
 }
 
 // validate checks the shared fields and fills p. maxTokens, if not nil,
@@ -341,7 +359,51 @@ func (f *samplingFields) validate(maxTokens *int) (params, error) {
 	p.ignoreEOS = f.IgnoreEOS
 	p.stream = f.Stream
 	p.includeUsage = f.Stream && f.StreamOptions != nil && f.StreamOptions.IncludeUsage
-	return p, nil
+	g, err := f.guided()
+	p.grammar = g
+	return p, err
+}
+
+// guided compiles the guided_ field, if one is set.
+func (f *samplingFields) guided() (*grammar.Grammar, error) {
+	hasJSON := len(bytes.TrimSpace(f.GuidedJSON)) > 0 && string(bytes.TrimSpace(f.GuidedJSON)) != "null"
+	set := 0
+	for _, b := range []bool{hasJSON, f.GuidedRegex != nil, f.GuidedChoice != nil} {
+		if b {
+			set++
+		}
+	}
+	switch {
+	case set > 1:
+		return nil, invalid("guided_json", "give at most one of guided_json, guided_regex and guided_choice")
+	case hasJSON:
+		schema := bytes.TrimSpace(f.GuidedJSON)
+		if schema[0] == '"' { // the schema as a string of JSON, as vLLM also takes it
+			var text string
+			if err := json.Unmarshal(schema, &text); err != nil {
+				return nil, invalid("guided_json", "guided_json must be a JSON Schema, or a string holding one")
+			}
+			schema = []byte(text)
+		}
+		g, err := compileSchema(schema)
+		if err != nil {
+			return nil, invalid("guided_json", err.Error())
+		}
+		return g, nil
+	case f.GuidedRegex != nil:
+		g, err := cachedGrammar("regex:"+*f.GuidedRegex, func() (*grammar.Grammar, error) { return grammar.Regex(*f.GuidedRegex) })
+		if err != nil {
+			return nil, invalid("guided_regex", err.Error())
+		}
+		return g, nil
+	case f.GuidedChoice != nil:
+		g, err := grammar.Choice(f.GuidedChoice)
+		if err != nil {
+			return nil, invalid("guided_choice", err.Error())
+		}
+		return g, nil
+	}
+	return nil, nil
 }
 
 // validate checks a completions request.
@@ -396,8 +458,25 @@ func (r *ChatRequest) validate() (params, error) {
 	if t := bytes.TrimSpace(r.Tools); len(t) > 0 && string(t) != "null" && string(t) != "[]" {
 		return p, invalid("tools", "tools are not supported")
 	}
-	if r.ResponseFormat != nil && r.ResponseFormat.Type != "" && r.ResponseFormat.Type != "text" {
-		return p, invalid("response_format", fmt.Sprintf("response_format %q is not supported; only text is", r.ResponseFormat.Type))
+	if rf := r.ResponseFormat; rf != nil && rf.Type != "" && rf.Type != "text" {
+		if p.grammar != nil {
+			return p, invalid("response_format", "give response_format or a guided_ field, not both")
+		}
+		switch rf.Type {
+		case "json_object":
+			p.grammar = grammar.JSONObject()
+		case "json_schema":
+			if rf.JSONSchema == nil || len(bytes.TrimSpace(rf.JSONSchema.Schema)) == 0 {
+				return p, invalid("response_format", `response_format json_schema needs "json_schema": {"name": ..., "schema": {...}}`)
+			}
+			g, err := compileSchema(rf.JSONSchema.Schema)
+			if err != nil {
+				return p, invalid("response_format", "response_format.json_schema.schema: "+err.Error())
+			}
+			p.grammar = g
+		default:
+			return p, invalid("response_format", fmt.Sprintf("response_format type %q is not one of text, json_object and json_schema", rf.Type))
+		}
 	}
 	return p, nil
 }

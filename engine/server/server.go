@@ -30,6 +30,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/moe-operator/moe-operator/engine/grammar"
 	"github.com/moe-operator/moe-operator/engine/scheduler"
 	"github.com/moe-operator/moe-operator/engine/tokenizer"
 )
@@ -67,6 +68,11 @@ type Server struct {
 	log     *slog.Logger
 	sched   atomic.Pointer[scheduler.Scheduler]
 	texts   []string // each token's text, for logprobs; set by Attach
+	// gvocab is the vocabulary for structured outputs, and stripSpace whether an
+	// output's first token loses its leading space (SentencePiece's dummy prefix); set
+	// by Attach.
+	gvocab     *grammar.Vocab
+	stripSpace bool
 	maxBody int64    // set by Attach
 	// tokenizing holds a slot per tokenization in progress: at most
 	// GOMAXPROCS at once, so concurrent huge prompts cannot add up.
@@ -125,6 +131,8 @@ func (s *Server) Observer() scheduler.Observer { return s.metrics }
 // Attach makes the server ready, serving the API with sch.
 func (s *Server) Attach(sch *scheduler.Scheduler) {
 	s.texts = tokenTexts(sch.Tokenizer(), sch.ModelConfig().Vocab)
+	s.gvocab = grammarVocab(sch.Tokenizer(), s.texts)
+	s.stripSpace = sch.Tokenizer() != nil && sch.Tokenizer().Vocab().AddSpacePrefix
 	s.maxBody = s.opts.MaxBodyBytes
 	if s.maxBody <= 0 {
 		s.maxBody = bodyLimit(sch)
@@ -325,10 +333,14 @@ func (s *Server) requests(sch *scheduler.Scheduler, prompts [][]int32, p params,
 		for i := range p.n {
 			sp := p.sampling
 			sp.Seed = seed + uint64(i)
-			out = append(out, scheduler.Request{
+			r := scheduler.Request{
 				Prompt: pr, MaxTokens: maxTokens, Sampling: sp, Stop: p.stop, IgnoreEOS: p.ignoreEOS,
 				Logprobs: p.logprobs, TopLogprobs: p.topLogprobs, StartOfText: startOfText,
-			})
+			}
+			if p.grammar != nil {
+				r.Constraint = p.grammar.Constrain(s.gvocab, startOfText && s.stripSpace)
+			}
+			out = append(out, r)
 		}
 	}
 	return out, nil
