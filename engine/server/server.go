@@ -64,16 +64,16 @@ type Options struct {
 // Server is the HTTP front of a scheduler. It answers /health at once, and
 // the API once Attach gives it a scheduler.
 type Server struct {
-	opts    Options
-	log     *slog.Logger
-	sched   atomic.Pointer[scheduler.Scheduler]
-	texts   []string // each token's text, for logprobs; set by Attach
+	opts  Options
+	log   *slog.Logger
+	sched atomic.Pointer[scheduler.Scheduler]
+	texts []string // each token's text, for logprobs; set by Attach
 	// gvocab is the vocabulary for structured outputs, and stripSpace whether an
 	// output's first token loses its leading space (SentencePiece's dummy prefix); set
 	// by Attach.
 	gvocab     *grammar.Vocab
 	stripSpace bool
-	maxBody int64    // set by Attach
+	maxBody    int64 // set by Attach
 	// tokenizing holds a slot per tokenization in progress: at most
 	// GOMAXPROCS at once, so concurrent huge prompts cannot add up.
 	tokenizing chan struct{}
