@@ -184,6 +184,52 @@ test('a prompt plus max_tokens over the context is a 400', async () => {
     OpenAI.BadRequestError, 400, { param: 'prompt', code: 'context_length_exceeded' });
 });
 
+test('response_format json_schema: the output parses and validates, and ends with stop', async () => {
+  const schema = {
+    type: 'object',
+    properties: {
+      city: { type: 'string', maxLength: 12 },
+      population: { type: 'integer', minimum: 0 },
+      coastal: { type: 'boolean' },
+      districts: { type: 'array', items: { enum: ['north', 'south'] }, maxItems: 3 },
+    },
+    required: ['city', 'population', 'coastal'],
+    additionalProperties: false,
+  };
+  for (const seed of [1, 2, 3]) {
+    const r = await client.chat.completions.create({
+      model, messages: [{ role: 'user', content: 'Describe a city as JSON.' }], max_tokens: 300, seed, temperature: 1,
+      response_format: { type: 'json_schema', json_schema: { name: 'city', schema, strict: true } },
+    });
+    assert.equal(r.choices[0].finish_reason, 'stop');
+    const city = JSON.parse(r.choices[0].message.content);
+    assert.equal(typeof city.city, 'string');
+    assert.ok([...city.city].length <= 12);
+    assert.ok(Number.isInteger(city.population) && city.population >= 0);
+    assert.equal(typeof city.coastal, 'boolean');
+    for (const d of city.districts ?? []) assert.ok(['north', 'south'].includes(d));
+    assert.deepEqual(Object.keys(city).filter((k) => !(k in schema.properties)), []);
+  }
+});
+
+test('response_format json_object: a JSON object, whole unless cut by max_tokens', async () => {
+  const r = await client.chat.completions.create({
+    model, messages: [{ role: 'user', content: 'Reply in JSON.' }], max_tokens: 200, seed: 7, temperature: 1,
+    response_format: { type: 'json_object' },
+  });
+  const out = r.choices[0].message.content;
+  assert.ok(out.startsWith('{'), out);
+  if (r.choices[0].finish_reason === 'stop') assert.equal(typeof JSON.parse(out), 'object');
+  else assert.equal(r.choices[0].finish_reason, 'length');
+});
+
+test('an unsupported schema is a 400 naming the feature', async () => {
+  await assertAPIError(client.chat.completions.create({
+    model, messages: [{ role: 'user', content: 'x' }],
+    response_format: { type: 'json_schema', json_schema: { name: 'x', schema: { type: 'string', format: 'email' } } },
+  }), OpenAI.BadRequestError, 400, { param: 'response_format' });
+});
+
 async function post(path, body) {
   const res = await fetch(`${baseURL}${path}`, {
     method: 'POST', headers: { Authorization: `Bearer ${apiKey}`, 'Content-Type': 'application/json' }, body: JSON.stringify(body),
