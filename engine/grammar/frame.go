@@ -41,6 +41,10 @@ const (
 	phNum
 	phLit
 	phRegex
+	phSeq        // part i is being matched (the child); the frame is the parent
+	phSeqNext    // before part i's first byte
+	phTagged     // i: 0 the head, 1 the body, 2 the close (the child); j: the head chosen
+	phTaggedNext // before the first byte of part i (1 the body, 2 the close)
 )
 
 // Number sub-states.
@@ -129,6 +133,10 @@ func begin(n *node, parent *frame, b byte) (*frame, bool) {
 	case kRegex:
 		f := &frame{n: n, phase: phRegex, re: n.re.start(), parent: parent}
 		return f.step(b)
+	case kSeq:
+		return begin(n.parts[0], &frame{n: n, phase: phSeq, parent: parent}, b)
+	case kTagged:
+		return begin(n.heads, &frame{n: n, phase: phTagged, parent: parent}, b)
 	}
 	return nil, false
 }
@@ -191,6 +199,14 @@ func (f *frame) step(b byte) (*frame, bool) {
 			return f.end(), true
 		}
 
+	case phSeqNext:
+		return begin(n.parts[f.i], f.with(phSeq, f.i), b)
+	case phTaggedNext:
+		part := n.parts[0]
+		if f.i == 1 {
+			part = n.bodies[f.j]
+		}
+		return begin(part, f.with(phTagged, f.i), b)
 	case phStrIn:
 		return f.stepString(b)
 	case phStrEsc:
@@ -381,6 +397,26 @@ func (f *frame) childDone(child *frame) *frame {
 		return f.with(phObjNext, f.i+1)
 	case phArrValue:
 		return f.with(phArrNext, f.i+1)
+	case phSeq:
+		if f.i+1 == len(n.parts) {
+			return f.end()
+		}
+		return f.with(phSeqNext, f.i+1)
+	case phTagged:
+		switch f.i {
+		case 0:
+			for _, k := range child.cand {
+				if len(child.n.lits[k]) == child.i {
+					g := f.with(phTaggedNext, 1)
+					g.j = int(k)
+					return g
+				}
+			}
+		case 1:
+			return f.with(phTaggedNext, 2)
+		default:
+			return f.end()
+		}
 	}
 	panic("grammar: a child ended under a frame that has none")
 }

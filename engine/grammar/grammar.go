@@ -38,6 +38,8 @@ const (
 	kUnion               // one of alternatives, told apart by their first byte
 	kAny                 // any JSON value (free objects and arrays), depth-bounded
 	kRegex               // a regular expression over the whole output
+	kSeq                 // parts, one after the other
+	kTagged              // a literal head that picks a body, then a closing literal
 )
 
 // node is a compiled schema (or other grammar) element.
@@ -63,6 +65,11 @@ type node struct {
 	depth int
 	// kRegex
 	re *regexProg
+	// kSeq: parts; kTagged: heads is a literal of the heads, bodies[k] follows head k,
+	// and parts[0] closes every body.
+	parts  []*node
+	heads  *node
+	bodies []*node
 	// ref, set while compiling a $ref, resolves lazily (recursive schemas).
 	ref *node
 }
@@ -177,3 +184,48 @@ func (m Matcher) Accepting() bool {
 
 // Done reports whether the output is complete and nothing more may follow.
 func (m Matcher) Done() bool { return m.done }
+
+// Tool is a function the model may call: its name and its parameters' JSON Schema
+// (empty: any JSON object).
+type Tool struct {
+	Name       string
+	Parameters []byte
+}
+
+// ToolCalls is the grammar of Mistral's tool-call output,
+//
+//	[TOOL_CALLS] [{"name":"NAME","arguments":{...}},...]
+//
+// with at least one call and at most maxCalls (0: MaxToolCalls), each naming one of tools
+// with arguments its schema accepts.
+func ToolCalls(tools []Tool, maxCalls int) (*Grammar, error) {
+	if len(tools) == 0 {
+		return nil, fmt.Errorf("no tools to call")
+	}
+	call := &node{kind: kTagged, heads: &node{kind: kLiteral}, parts: []*node{{kind: kLiteral, lits: [][]byte{[]byte("}")}}}}
+	for _, t := range tools {
+		head := append([]byte(`{"name":`), jsonString(t.Name)...)
+		call.heads.lits = append(call.heads.lits, append(head, []byte(`,"arguments":`)...))
+		args := freeObject(MaxDepth - 1)
+		if len(t.Parameters) > 0 {
+			g, err := CompileSchema(t.Parameters)
+			if err != nil {
+				return nil, fmt.Errorf("the parameters of %s: %w", t.Name, err)
+			}
+			args = g.root
+		}
+		call.bodies = append(call.bodies, args)
+	}
+	prefix := &node{kind: kLiteral, lits: [][]byte{[]byte(ToolCallsPrefix)}}
+	if maxCalls <= 0 {
+		maxCalls = MaxToolCalls
+	}
+	list := &node{kind: kArray, items: call, minItems: 1, maxItems: maxCalls}
+	return &Grammar{root: &node{kind: kSeq, parts: []*node{prefix, list}}}, nil
+}
+
+// MaxToolCalls bounds the calls of one forced tool-call output.
+const MaxToolCalls = 16
+
+// ToolCallsPrefix starts a Mistral tool-call output.
+const ToolCallsPrefix = "[TOOL_CALLS] "

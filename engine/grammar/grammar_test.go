@@ -404,3 +404,38 @@ func TestReferenceCyclesWithoutASchemaAreRefused(t *testing.T) {
 		t.Error("a linked list of the recursive schema was refused")
 	}
 }
+
+func TestToolCallsFollowEachToolsSchema(t *testing.T) {
+	g, err := ToolCalls([]Tool{
+		{Name: "get_weather", Parameters: []byte(`{"type":"object","properties":{"city":{"type":"string","maxLength":10}},"required":["city"]}`)},
+		{Name: "get", Parameters: []byte(`{"type":"object","properties":{"n":{"type":"integer"}},"required":["n"]}`)},
+		{Name: "ping"},
+	}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for out, want := range map[string]bool{
+		`[TOOL_CALLS] [{"name":"get_weather","arguments":{"city":"Paris"}}]`:                      true,
+		`[TOOL_CALLS] [{"name":"get","arguments":{"n":3}},{"name":"ping","arguments":{"x":[1]}}]`: true,
+		`[TOOL_CALLS] [{"name":"get_weather","arguments":{"n":3}}]`:                               false,
+		`[TOOL_CALLS] [{"name":"other","arguments":{}}]`:                                          false,
+		`[TOOL_CALLS] []`:                  false,
+		`[{"name":"ping","arguments":{}}]`: false,
+	} {
+		if got := accepts(g, out); got != want {
+			t.Errorf("%s: %v, want %v", out, got, want)
+		}
+	}
+	v := testVocab()
+	r := rand.New(rand.NewPCG(8, 9))
+	for range 20 {
+		out := string(generate(t, g, v, r, 4000))
+		var calls []struct {
+			Name      string         `json:"name"`
+			Arguments map[string]any `json:"arguments"`
+		}
+		if err := json.Unmarshal([]byte(strings.TrimPrefix(out, ToolCallsPrefix)), &calls); err != nil || len(calls) == 0 {
+			t.Fatalf("%q: %v", out, err)
+		}
+	}
+}

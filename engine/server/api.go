@@ -50,6 +50,8 @@ type ChatRequest struct {
 	Logprobs            bool            `json:"logprobs"`
 	TopLogprobs         *int            `json:"top_logprobs"`
 	Tools               json.RawMessage `json:"tools"`
+	ToolChoice          json.RawMessage `json:"tool_choice"`
+	ParallelToolCalls   *bool           `json:"parallel_tool_calls"`
 	ResponseFormat      *ResponseFormat `json:"response_format"`
 }
 
@@ -97,6 +99,21 @@ type ChatMessage struct {
 	Role    string      `json:"role"`
 	Content ChatContent `json:"content"`
 	Name    string      `json:"name"`
+	// ToolCalls, on an assistant message, are the calls it made; ToolCallID, on a tool
+	// message, is the call it answers.
+	ToolCalls  []ToolCall `json:"tool_calls"`
+	ToolCallID string     `json:"tool_call_id"`
+}
+
+// ToolCall is one function call, as OpenAI writes it: the arguments are a string of
+// JSON.
+type ToolCall struct {
+	ID       string `json:"id"`
+	Type     string `json:"type"`
+	Function struct {
+		Name      string `json:"name"`
+		Arguments string `json:"arguments"`
+	} `json:"function"`
 }
 
 // ChatContent is a message's text, joined from text parts if it came as a
@@ -284,6 +301,11 @@ type params struct {
 	includeUsage bool
 	// grammar, when set, constrains every output (structured outputs).
 	grammar *grammar.Grammar
+	// tools is the request's tools for the prompt (a JSON array; empty: none), and
+	// parseTools whether an output that starts with [TOOL_CALLS] is returned as
+	// tool_calls.
+	tools      string
+	parseTools bool
 }
 
 // validate checks the shared fields and fills p. maxTokens, if not nil,
@@ -455,12 +477,12 @@ func (r *ChatRequest) validate() (params, error) {
 		p.topLogprobs = *r.TopLogprobs
 	}
 	p.logprobs = r.Logprobs
-	if t := bytes.TrimSpace(r.Tools); len(t) > 0 && string(t) != "null" && string(t) != "[]" {
-		return p, invalid("tools", "tools are not supported")
+	if err := r.validateTools(&p); err != nil {
+		return p, err
 	}
 	if rf := r.ResponseFormat; rf != nil && rf.Type != "" && rf.Type != "text" {
 		if p.grammar != nil {
-			return p, invalid("response_format", "give response_format or a guided_ field, not both")
+			return p, invalid("response_format", "give one of response_format, a guided_ field and a tool_choice that forces a call, not two")
 		}
 		switch rf.Type {
 		case "json_object":

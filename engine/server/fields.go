@@ -15,8 +15,8 @@ import (
 // server accepts and does not act on: they change nothing a client could
 // tell apart, so they are neither refused nor reported.
 var ignoredFields = []string{
-	"user", "metadata", "store", "service_tier", "parallel_tool_calls", "prediction", "modalities",
-	"audio", "reasoning_effort", "web_search_options", "tool_choice", "functions", "function_call",
+	"user", "metadata", "store", "service_tier", "prediction", "modalities",
+	"audio", "reasoning_effort", "web_search_options", "functions", "function_call",
 	"add_generation_prompt", "add_special_tokens", "skip_special_tokens", "spaces_between_special_tokens",
 	"include_stop_str_in_output", "echo", "request_id", "priority",
 }

@@ -71,8 +71,9 @@ type chatChoice struct {
 }
 
 type chatOut struct {
-	Role    string  `json:"role,omitempty"`
-	Content *string `json:"content,omitempty"`
+	Role      string        `json:"role,omitempty"`
+	Content   *string       `json:"content,omitempty"`
+	ToolCalls []outToolCall `json:"tool_calls,omitempty"`
 }
 
 type chatLogprobs struct {
@@ -320,13 +321,17 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request, sch *scheduler.Sch
 		writeError(w, asAPIError(err))
 		return
 	}
-	msgs := chatMessages(req.Messages)
+	msgs, err := chatMessages(req.Messages)
+	if err != nil {
+		writeError(w, asAPIError(err))
+		return
+	}
 	if err := sch.Admits(p.n); err != nil {
 		writeError(w, s.schedulerError(err, "messages"))
 		return
 	}
 	var ids []int32
-	if !s.tokenize(r.Context(), func() { ids, err = sch.Tokenizer().MistralV1ChatLimit(msgs, sch.MaxSequence()) }) {
+	if !s.tokenize(r.Context(), func() { ids, err = sch.Tokenizer().MistralToolChat(msgs, p.tools, sch.MaxSequence()) }) {
 		return // the client is gone
 	}
 	switch {
@@ -361,6 +366,9 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request, sch *scheduler.Sch
 				return
 			}
 			ch := chatChoice{Index: i, Message: &chatOut{Role: "assistant", Content: ptr(c.Text)}, FinishReason: ptr(string(c.Finish))}
+			if calls, ok := parseToolCalls(c.Text); ok && p.parseTools {
+				ch.Message.Content, ch.Message.ToolCalls, ch.FinishReason = nil, calls, ptr("tool_calls")
+			}
 			if p.logprobs {
 				ch.Logprobs = s.chatLogprobs(c.Tokens)
 			}
@@ -388,9 +396,34 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request, sch *scheduler.Sch
 		}
 	}
 	completion := 0
+	// With tools, an output that starts like a tool call is held back until it either
+	// is one (sent whole, as tool_calls, at the end) or turns out to be content.
+	held := make([]strings.Builder, len(streams))
+	holding := make([]bool, len(streams))
+	for i := range holding {
+		holding[i] = p.parseTools
+	}
 	err = relay(ctx, streams, func(i int, d scheduler.Delta) error {
-		if d.Text != "" || (p.logprobs && len(d.Tokens) > 0) {
-			ch := chatChoice{Index: i, Delta: &chatOut{Content: ptr(d.Text)}}
+		text := d.Text
+		if holding[i] {
+			held[i].WriteString(text)
+			if mayBeToolCalls(held[i].String()) && d.Finish == "" {
+				return nil
+			}
+			holding[i], text = false, held[i].String()
+			if calls, ok := parseToolCalls(text); ok && d.Finish != "" {
+				for k := range calls {
+					calls[k].Index = ptr(k)
+				}
+				completion += d.Usage.CompletionTokens
+				if err := ev.send(chunk(chatChoice{Index: i, Delta: &chatOut{ToolCalls: calls}})); err != nil {
+					return err
+				}
+				return ev.send(chunk(chatChoice{Index: i, Delta: &chatOut{}, FinishReason: ptr("tool_calls")}))
+			}
+		}
+		if text != "" || (p.logprobs && len(d.Tokens) > 0) {
+			ch := chatChoice{Index: i, Delta: &chatOut{Content: ptr(text)}}
 			if p.logprobs {
 				ch.Logprobs = s.chatLogprobs(d.Tokens)
 			}

@@ -2,6 +2,7 @@ package server
 
 import (
 	"fmt"
+	"math"
 	"net/http"
 	"strings"
 
@@ -54,8 +55,12 @@ func (s *Server) tokenizeRequest(w http.ResponseWriter, r *http.Request, sch *sc
 			return
 		}
 	default:
-		msgs := chatMessages(req.Messages)
-		if !s.tokenize(r.Context(), func() { ids, err = tok.MistralV1Chat(msgs) }) {
+		msgs, aerr := chatMessages(req.Messages)
+		if aerr != nil {
+			writeError(w, asAPIError(aerr))
+			return
+		}
+		if !s.tokenize(r.Context(), func() { ids, err = tok.MistralToolChat(msgs, "", math.MaxInt) }) {
 			return
 		}
 		if err != nil {
@@ -100,15 +105,3 @@ func (s *Server) detokenizeRequest(w http.ResponseWriter, r *http.Request, sch *
 	writeJSON(w, http.StatusOK, map[string]string{"prompt": tok.Decode(ids)})
 }
 
-// chatMessages converts the API's messages for the chat template.
-func chatMessages(in []ChatMessage) []tokenizer.Message {
-	msgs := make([]tokenizer.Message, len(in))
-	for i, m := range in {
-		role := m.Role
-		if role == "developer" { // OpenAI's newer name for system
-			role = "system"
-		}
-		msgs[i] = tokenizer.Message{Role: role, Content: m.Content.Text}
-	}
-	return msgs
-}

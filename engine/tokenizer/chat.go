@@ -1,6 +1,7 @@
 package tokenizer
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -9,8 +10,13 @@ import (
 
 // Message is one chat turn.
 type Message struct {
-	Role    string // "system", "user" or "assistant"
+	Role    string // "system", "user", "assistant" or "tool"
 	Content string
+	// ToolCalls, on an assistant turn, is its calls as Mistral writes them: a JSON array
+	// of {"name", "arguments", "id"}. ToolCallID, on a tool turn, names the call it
+	// answers.
+	ToolCalls  string
+	ToolCallID string
 }
 
 // ChatFormat names a chat template the engine renders natively.
@@ -125,6 +131,101 @@ func (t *Tokenizer) MistralV1ChatLimit(msgs []Message, limit int) ([]int32, erro
 	}
 	if msgs[len(msgs)-1].Role != "user" {
 		return nil, fmt.Errorf("%w: the last message must be from the user", ErrChat)
+	}
+	if len(ids) > limit {
+		return nil, tooLong()
+	}
+	return ids, nil
+}
+
+// MistralToolChat renders a conversation with tools in the text form of Mistral's tool
+// template (v3), for models whose vocabulary has no control tokens for it:
+//
+//	<s>[INST] user [/INST] answer</s>[AVAILABLE_TOOLS] [...][/AVAILABLE_TOOLS][INST] last user [/INST]
+//	[TOOL_CALLS] [{"name":...,"arguments":{...},"id":...}]</s>[TOOL_RESULTS] {"content":...,"call_id":...}[/TOOL_RESULTS]
+//
+// tools (a JSON array of OpenAI function tools) goes before the last user turn. A tool
+// turn must follow an assistant turn with tool calls or another tool turn, and the
+// conversation ends with a user or tool turn. Without tools or tool turns it is
+// MistralV1ChatLimit.
+func (t *Tokenizer) MistralToolChat(msgs []Message, tools string, limit int) ([]int32, error) {
+	plain := tools == ""
+	for _, m := range msgs {
+		plain = plain && m.Role != "tool" && m.ToolCalls == ""
+	}
+	if plain {
+		return t.MistralV1ChatLimit(msgs, limit)
+	}
+	var system string
+	if len(msgs) > 0 && msgs[0].Role == "system" {
+		system = msgs[0].Content
+		msgs = msgs[1:]
+	}
+	if len(msgs) == 0 || msgs[0].Role != "user" {
+		return nil, fmt.Errorf("%w: the first message (after a system message) must be from the user", ErrChat)
+	}
+	lastUser := 0
+	for i, m := range msgs {
+		if m.Role == "user" {
+			lastUser = i
+		}
+	}
+	ids := []int32{t.v.BOS}
+	tooLong := func() error {
+		return fmt.Errorf("%w: the messages take more than %d tokens", ErrTooLong, limit)
+	}
+	encode := func(text string) bool {
+		more, ok := t.EncodeLimit(text, false, limit-len(ids))
+		ids = append(ids, more...)
+		return ok
+	}
+	prev := ""
+	for i, m := range msgs {
+		ok := true
+		switch m.Role {
+		case "user":
+			if prev == "user" {
+				return nil, fmt.Errorf("%w: message %d: two user messages in a row", ErrChat, i)
+			}
+			content := m.Content
+			if i == 0 && system != "" {
+				content = system + "\n\n" + content
+			}
+			if i == lastUser && tools != "" {
+				ok = encode("[AVAILABLE_TOOLS] " + tools + "[/AVAILABLE_TOOLS]")
+			}
+			ok = ok && encode("[INST] "+content+" [/INST]")
+		case "assistant":
+			if prev != "user" && prev != "tool" {
+				return nil, fmt.Errorf("%w: message %d: an assistant message must follow a user or tool message", ErrChat, i)
+			}
+			if m.ToolCalls != "" {
+				ok = encode("[TOOL_CALLS] " + m.ToolCalls)
+			} else {
+				ok = encode(m.Content)
+			}
+			ids = append(ids, t.v.EOS)
+		case "tool":
+			if prev != "tool" && !(prev == "assistant" && msgs[i-1].ToolCalls != "") {
+				return nil, fmt.Errorf("%w: message %d: a tool message must follow an assistant message with tool_calls", ErrChat, i)
+			}
+			result, _ := json.Marshal(struct {
+				Content string `json:"content"`
+				CallID  string `json:"call_id"`
+			}{m.Content, m.ToolCallID})
+			ok = encode("[TOOL_RESULTS] " + string(result) + "[/TOOL_RESULTS]")
+		case "system":
+			return nil, fmt.Errorf("%w: a system message must come first (message %d)", ErrChat, i)
+		default:
+			return nil, fmt.Errorf("%w: message %d has role %q; roles are system, user, assistant and tool", ErrChat, i, m.Role)
+		}
+		if !ok {
+			return nil, tooLong()
+		}
+		prev = m.Role
+	}
+	if prev != "user" && prev != "tool" {
+		return nil, fmt.Errorf("%w: the last message must be from the user or a tool", ErrChat)
 	}
 	if len(ids) > limit {
 		return nil, tooLong()

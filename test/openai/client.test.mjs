@@ -230,6 +230,67 @@ test('an unsupported schema is a 400 naming the feature', async () => {
   }), OpenAI.BadRequestError, 400, { param: 'response_format' });
 });
 
+const tools = [{
+  type: 'function',
+  function: {
+    name: 'get_weather',
+    description: 'The current weather in a city',
+    parameters: {
+      type: 'object',
+      properties: { city: { type: 'string', maxLength: 20 }, unit: { enum: ['celsius', 'fahrenheit'] } },
+      required: ['city'],
+    },
+  },
+}];
+
+test('a tool call round trip: forced call, parsed arguments, the result sent back', async () => {
+  const messages = [{ role: 'user', content: 'What is the weather in Lyon?' }];
+  const r = await client.chat.completions.create({
+    model, messages, tools, max_tokens: 200, seed: 11, temperature: 1,
+    tool_choice: { type: 'function', function: { name: 'get_weather' } },
+  });
+  const choice = r.choices[0];
+  assert.equal(choice.finish_reason, 'tool_calls');
+  assert.equal(choice.message.tool_calls.length, 1);
+  const call = choice.message.tool_calls[0];
+  assert.equal(call.type, 'function');
+  assert.equal(call.function.name, 'get_weather');
+  const args = JSON.parse(call.function.arguments);
+  assert.equal(typeof args.city, 'string');
+  assert.ok([...args.city].length <= 20);
+  if (args.unit !== undefined) assert.ok(['celsius', 'fahrenheit'].includes(args.unit));
+
+  const next = await client.chat.completions.create({
+    model, tools, max_tokens: 8, ...greedy,
+    messages: [...messages, choice.message, { role: 'tool', tool_call_id: call.id, content: '{"temperature": 18}' }],
+  });
+  assert.equal(typeof next.choices[0].message.content, 'string');
+});
+
+test('a streamed tool call arrives as tool_calls deltas', async () => {
+  const stream = await client.chat.completions.create({
+    model, messages: [{ role: 'user', content: 'Weather in Oslo?' }], tools, tool_choice: 'required',
+    parallel_tool_calls: false, max_tokens: 200, seed: 12, temperature: 1, stream: true,
+  });
+  let name = '';
+  let args = '';
+  let finish = null;
+  let content = '';
+  for await (const c of stream) {
+    const d = c.choices[0]?.delta;
+    for (const tc of d?.tool_calls ?? []) {
+      name += tc.function?.name ?? '';
+      args += tc.function?.arguments ?? '';
+    }
+    content += d?.content ?? '';
+    finish = c.choices[0]?.finish_reason ?? finish;
+  }
+  assert.equal(finish, 'tool_calls');
+  assert.equal(name, 'get_weather');
+  assert.equal(typeof JSON.parse(args).city, 'string');
+  assert.equal(content, '');
+});
+
 async function post(path, body) {
   const res = await fetch(`${baseURL}${path}`, {
     method: 'POST', headers: { Authorization: `Bearer ${apiKey}`, 'Content-Type': 'application/json' }, body: JSON.stringify(body),
