@@ -104,4 +104,3 @@ func (s *Server) detokenizeRequest(w http.ResponseWriter, r *http.Request, sch *
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"prompt": tok.Decode(ids)})
 }
-
