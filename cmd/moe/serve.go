@@ -31,16 +31,17 @@ var vllmFlagAliases = map[string]string{
 
 func newServeCmd() *cobra.Command {
 	var (
-		ef         engineFlags
-		host       string
-		port       int
-		name       string
-		apiKey     string
-		apiKeyFile string
-		grace      time.Duration
-		sc         scheduler.Config
-		opts       server.Options
-		rc         server.RunConfig
+		ef           engineFlags
+		host         string
+		port         int
+		name         string
+		apiKey       string
+		apiKeyFile   string
+		templateFile string
+		grace        time.Duration
+		sc           scheduler.Config
+		opts         server.Options
+		rc           server.RunConfig
 	)
 	cmd := &cobra.Command{
 		Use:   "serve --model FILE [--port 8000] [--served-model-name NAME]",
@@ -80,6 +81,16 @@ flight get --shutdown-grace to finish before the process exits 0.`,
 				logger.Info(msg)
 			}
 			opts.ModelName, opts.APIKey, opts.Logger, opts.Version = name, key, logger, version()
+			if templateFile != "" {
+				b, err := os.ReadFile(templateFile)
+				if err != nil {
+					return fmt.Errorf("--chat-template: %w", err)
+				}
+				if len(b) == 0 {
+					return fmt.Errorf("--chat-template: %s is empty", templateFile)
+				}
+				opts.ChatTemplate = string(b)
+			}
 			rc.Options, rc.Listener, rc.Scheduler, rc.ShutdownGrace = opts, ln, sc, grace
 			rc.Load = func() (*model.Model, error) { return ef.open() }
 			return server.Run(ctx, rc)
@@ -101,6 +112,7 @@ flight get --shutdown-grace to finish before the process exits 0.`,
 	f.IntVar(&sc.MaxBatchedTokens, "max-batched-tokens", 0, "token budget of one step, decodes and prefill chunks together (0: max(512, --max-num-seqs))")
 	f.IntVar(&sc.KVCacheTokens, "kv-cache-tokens", 0, "positions in the paged KV cache (0: --max-num-seqs full contexts, at most 2 GiB)")
 	f.IntVar(&sc.MaxQueue, "max-queue", 1024, "requests that may wait to start; past it, 429")
+	f.StringVar(&templateFile, "chat-template", "", "render chat requests with this Jinja chat template file (default: the model's own, or the built-in Mistral v1 renderer)")
 	f.BoolVar(&opts.StrictRequests, "strict-requests", false, "refuse request fields the server does not know with 400 (default: ignore them, log each name once and list them in the X-Ignored-Fields response header)")
 	f.BoolVar(&sc.DisablePrefixCaching, "no-prefix-caching", false, "turn off automatic prefix caching (reusing the keys and values of an earlier request's identical prompt prefix, in blocks of 16 tokens)")
 	f.StringVar(&apiKey, "api-key", "", `require "Authorization: Bearer KEY" on /v1/ paths (visible in the process list: prefer --api-key-file or MOE_API_KEY)`)

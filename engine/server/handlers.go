@@ -331,7 +331,7 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request, sch *scheduler.Sch
 		return
 	}
 	var ids []int32
-	if !s.tokenize(r.Context(), func() { ids, err = sch.Tokenizer().MistralToolChat(msgs, p.tools, sch.MaxSequence()) }) {
+	if !s.tokenize(r.Context(), func() { ids, err = s.renderChat(sch.Tokenizer(), msgs, p.tools, sch.MaxSequence()) }) {
 		return // the client is gone
 	}
 	switch {

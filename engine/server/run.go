@@ -104,7 +104,10 @@ func Run(ctx context.Context, c RunConfig) error {
 		return err
 	}
 	defer sch.Close()
-	s.Attach(sch)
+	if err := s.Attach(sch); err != nil {
+		stopHTTP()
+		return err
+	}
 	cfg := sch.Config()
 	log.Info("ready", "model", c.ModelName, "load_seconds", time.Since(start).Seconds(), "context", cfg.Context,
 		"kv_cache_tokens", sch.KVCacheTokens(), "max_model_len", sch.MaxSequence(), "max_num_seqs", cfg.MaxNumSeqs, "max_batched_tokens", cfg.MaxBatchedTokens)

@@ -55,6 +55,9 @@ type Options struct {
 	Logger *slog.Logger
 	// Version is what /version reports.
 	Version string
+	// ChatTemplate, when set, is a Jinja chat template's source that renders chat
+	// requests in place of the model's (moe serve --chat-template).
+	ChatTemplate string
 	// StrictRequests refuses request fields the server does not know with
 	// 400; otherwise they are ignored, logged once per name and listed in
 	// the response's X-Ignored-Fields header.
@@ -73,6 +76,8 @@ type Server struct {
 	// by Attach.
 	gvocab     *grammar.Vocab
 	stripSpace bool
+	// template renders chat requests; nil: the built-in Mistral renderer. Set by Attach.
+	template *tokenizer.ChatTemplate
 	maxBody    int64 // set by Attach
 	// tokenizing holds a slot per tokenization in progress: at most
 	// GOMAXPROCS at once, so concurrent huge prompts cannot add up.
@@ -128,8 +133,17 @@ func (s *Server) Handler() http.Handler { return s.handler }
 // in scheduler.Config before Attach.
 func (s *Server) Observer() scheduler.Observer { return s.metrics }
 
-// Attach makes the server ready, serving the API with sch.
-func (s *Server) Attach(sch *scheduler.Scheduler) {
+// Attach makes the server ready, serving the API with sch. It fails, and the server
+// stays unready, when the chat template (Options.ChatTemplate, or the model's own) does
+// not compile.
+func (s *Server) Attach(sch *scheduler.Scheduler) error {
+	if tok := sch.Tokenizer(); tok != nil {
+		ct, err := tok.SelectChatTemplate(s.opts.ChatTemplate)
+		if err != nil {
+			return err
+		}
+		s.template = ct
+	}
 	s.texts = tokenTexts(sch.Tokenizer(), sch.ModelConfig().Vocab)
 	s.gvocab = grammarVocab(sch.Tokenizer(), s.texts)
 	s.stripSpace = sch.Tokenizer() != nil && sch.Tokenizer().Vocab().AddSpacePrefix
@@ -138,6 +152,7 @@ func (s *Server) Attach(sch *scheduler.Scheduler) {
 		s.maxBody = bodyLimit(sch)
 	}
 	s.sched.Store(sch)
+	return nil
 }
 
 // bodyLimit is the default body limit: room for a prompt that fills the

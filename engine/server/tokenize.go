@@ -60,7 +60,7 @@ func (s *Server) tokenizeRequest(w http.ResponseWriter, r *http.Request, sch *sc
 			writeError(w, asAPIError(aerr))
 			return
 		}
-		if !s.tokenize(r.Context(), func() { ids, err = tok.MistralToolChat(msgs, "", math.MaxInt) }) {
+		if !s.tokenize(r.Context(), func() { ids, err = s.renderChat(tok, msgs, "", math.MaxInt) }) {
 			return
 		}
 		if err != nil {
@@ -103,4 +103,12 @@ func (s *Server) detokenizeRequest(w http.ResponseWriter, r *http.Request, sch *
 		ids[i] = int32(t)
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"prompt": tok.Decode(ids)})
+}
+
+// renderChat renders a conversation with the chat template in effect.
+func (s *Server) renderChat(tok *tokenizer.Tokenizer, msgs []tokenizer.Message, tools string, limit int) ([]int32, error) {
+	if s.template != nil {
+		return tok.RenderChat(s.template, msgs, tools, limit)
+	}
+	return tok.MistralToolChat(msgs, tools, limit)
 }

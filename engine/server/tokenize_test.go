@@ -120,3 +120,34 @@ func TestUnknownFieldsAreReportedOrRefused(t *testing.T) {
 		t.Errorf("strict: %d %s", res.status, res.body)
 	}
 }
+
+func TestAChatTemplateRendersChats(t *testing.T) {
+	h := start(t, server.Options{ChatTemplate: "{% for m in messages %}<{{ m.role }}>{{ m.content }}{% endfor %}<assistant>"}, scheduler.Config{})
+	tk := decodeJSON[struct {
+		Tokens []int32 `json:"tokens"`
+	}](t, do(t, "POST", h.url+"/tokenize", map[string]any{"messages": []map[string]string{{"role": "user", "content": "hi"}}}).body)
+	text := decodeJSON[struct {
+		Prompt string `json:"prompt"`
+	}](t, do(t, "POST", h.url+"/detokenize", map[string]any{"tokens": tk.Tokens}).body).Prompt
+	if text != "<user>hi<assistant>" {
+		t.Errorf("rendered %q", text)
+	}
+	if res := do(t, "POST", h.url+"/v1/chat/completions", map[string]any{"messages": []map[string]string{{"role": "user", "content": "hi"}}, "max_tokens": 2}); res.status != 200 {
+		t.Errorf("chat: %d %s", res.status, res.body)
+	}
+
+	m, err := loadTiny()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	sch, err := scheduler.New(m, scheduler.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sch.Close()
+	srv := server.New(server.Options{ChatTemplate: "{% for %}"})
+	if err := srv.Attach(sch); err == nil || !strings.Contains(err.Error(), "--chat-template") || srv.Ready() {
+		t.Errorf("a template that does not compile: %v (ready %v)", err, srv.Ready())
+	}
+}
