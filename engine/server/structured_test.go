@@ -120,7 +120,7 @@ func TestBadStructuredOutputRequestsAre400s(t *testing.T) {
 		{map[string]any{"guided_choice": []string{}}, "guided_choice", "at least one choice"},
 		{map[string]any{"guided_choice": []string{"a"}, "guided_regex": "a"}, "guided_json", "at most one"},
 		{map[string]any{"guided_json": map[string]any{"type": "integer", "maximum": 3}}, "guided_json", "maximum"},
-		{map[string]any{"guided_choice": []string{"a"}, "response_format": map[string]any{"type": "json_object"}}, "response_format", "not both"},
+		{map[string]any{"guided_choice": []string{"a"}, "response_format": map[string]any{"type": "json_object"}}, "response_format", "not two"},
 	} {
 		tt.body["messages"] = msgs
 		res := do(t, "POST", h.url+"/v1/chat/completions", tt.body)
