@@ -153,12 +153,7 @@ func TestTheMaskIsEveryTokenTheMatcherAccepts(t *testing.T) {
 						t.Fatalf("run %d step %d: token %q allowed %v, the matcher says %v", run, step, tok, got, want)
 					}
 				}
-				var allowed []int32
-				for id := range v.tokens {
-					if mask[id/64]&(1<<(id%64)) != 0 {
-						allowed = append(allowed, int32(id))
-					}
-				}
+				allowed := allowedIDs(mask, v.Size())
 				if len(allowed) == 0 {
 					break
 				}
@@ -209,12 +204,7 @@ func generate(t *testing.T, g *Grammar, v *Vocab, r *rand.Rand, budget int) []by
 	var out []byte
 	for range budget {
 		c.Allowed(mask)
-		var allowed []int32
-		for id := range v.tokens {
-			if mask[id/64]&(1<<(id%64)) != 0 {
-				allowed = append(allowed, int32(id))
-			}
-		}
+		allowed := allowedIDs(mask, v.Size())
 		if len(allowed) == 0 {
 			t.Fatalf("no token allowed after %q", out)
 		}
@@ -438,4 +428,15 @@ func TestToolCallsFollowEachToolsSchema(t *testing.T) {
 			t.Fatalf("%q: %v", out, err)
 		}
 	}
+}
+
+// allowedIDs lists the tokens set in mask.
+func allowedIDs(mask []uint64, n int) []int32 {
+	var out []int32
+	for id := range n {
+		if mask[id/64]&(1<<(id%64)) != 0 {
+			out = append(out, int32(id))
+		}
+	}
+	return out
 }

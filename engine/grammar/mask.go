@@ -2,7 +2,6 @@ package grammar
 
 import (
 	"math"
-	"math/bits"
 	"sort"
 	"unicode/utf8"
 )
@@ -122,10 +121,10 @@ func (g *Grammar) Constrain(v *Vocab, stripLeadingSpace bool) *Constraint {
 // when none may: the output is complete (and the end of sequence is taken as given).
 func (c *Constraint) Mask(logits []float32) bool {
 	c.Allowed(c.mask)
-	any := false
+	some := false
 	for w, bitsW := range c.mask {
 		if bitsW != 0 {
-			any = true
+			some = true
 		}
 		for b := 0; b < 64; b++ {
 			id := w*64 + b
@@ -137,7 +136,7 @@ func (c *Constraint) Mask(logits []float32) bool {
 			}
 		}
 	}
-	return any
+	return some
 }
 
 // Allowed sets mask to the tokens that may come next.
@@ -232,12 +231,3 @@ func (c *Constraint) Accept(tok int32) {
 
 // Complete reports whether the output so far is a whole sentence of the grammar.
 func (c *Constraint) Complete() bool { return c.m.Accepting() }
-
-// count is the number of tokens in mask (for tests and benchmarks).
-func count(mask []uint64) int {
-	n := 0
-	for _, w := range mask {
-		n += bits.OnesCount64(w)
-	}
-	return n
-}

@@ -106,8 +106,9 @@ type ChatMessage struct {
 }
 
 // ToolCall is one function call, as OpenAI writes it: the arguments are a string of
-// JSON.
+// JSON. Index numbers the calls of a streamed delta.
 type ToolCall struct {
+	Index    *int   `json:"index,omitempty"`
 	ID       string `json:"id"`
 	Type     string `json:"type"`
 	Function struct {

@@ -78,7 +78,7 @@ type Server struct {
 	stripSpace bool
 	// template renders chat requests; nil: the built-in Mistral renderer. Set by Attach.
 	template *tokenizer.ChatTemplate
-	maxBody    int64 // set by Attach
+	maxBody  int64 // set by Attach
 	// tokenizing holds a slot per tokenization in progress: at most
 	// GOMAXPROCS at once, so concurrent huge prompts cannot add up.
 	tokenizing chan struct{}

@@ -31,16 +31,8 @@ type DetokenizeRequest struct {
 
 func (s *Server) tokenizeRequest(w http.ResponseWriter, r *http.Request, sch *scheduler.Scheduler) {
 	var req TokenizeRequest
-	if !s.readBody(w, r, &req) {
-		return
-	}
-	if err := s.checkModel(req.Model); err != nil {
-		writeError(w, err)
-		return
-	}
-	tok := sch.Tokenizer()
-	if tok == nil {
-		writeError(w, invalid("", "this model has no tokenizer"))
+	tok, ok := s.readTokenizerRequest(w, r, sch, &req, &req.Model)
+	if !ok {
 		return
 	}
 	var ids []int32
@@ -81,16 +73,8 @@ func (s *Server) tokenizeRequest(w http.ResponseWriter, r *http.Request, sch *sc
 
 func (s *Server) detokenizeRequest(w http.ResponseWriter, r *http.Request, sch *scheduler.Scheduler) {
 	var req DetokenizeRequest
-	if !s.readBody(w, r, &req) {
-		return
-	}
-	if err := s.checkModel(req.Model); err != nil {
-		writeError(w, err)
-		return
-	}
-	tok := sch.Tokenizer()
-	if tok == nil {
-		writeError(w, invalid("", "this model has no tokenizer"))
+	tok, ok := s.readTokenizerRequest(w, r, sch, &req, &req.Model)
+	if !ok {
 		return
 	}
 	vocab := sch.ModelConfig().Vocab
@@ -111,4 +95,22 @@ func (s *Server) renderChat(tok *tokenizer.Tokenizer, msgs []tokenizer.Message, 
 		return tok.RenderChat(s.template, msgs, tools, limit)
 	}
 	return tok.MistralToolChat(msgs, tools, limit)
+}
+
+// readTokenizerRequest reads a /tokenize or /detokenize body into req, whose model field
+// is at model, and returns the tokenizer, writing the error response when it cannot.
+func (s *Server) readTokenizerRequest(w http.ResponseWriter, r *http.Request, sch *scheduler.Scheduler, req any, model *string) (*tokenizer.Tokenizer, bool) {
+	if !s.readBody(w, r, req) {
+		return nil, false
+	}
+	if err := s.checkModel(*model); err != nil {
+		writeError(w, err)
+		return nil, false
+	}
+	tok := sch.Tokenizer()
+	if tok == nil {
+		writeError(w, invalid("", "this model has no tokenizer"))
+		return nil, false
+	}
+	return tok, true
 }

@@ -135,20 +135,9 @@ func chatMessages(in []ChatMessage) ([]tokenizer.Message, error) {
 	return msgs, nil
 }
 
-// outToolCall is a tool call in a response.
-type outToolCall struct {
-	Index    *int   `json:"index,omitempty"` // streamed deltas only
-	ID       string `json:"id"`
-	Type     string `json:"type"`
-	Function struct {
-		Name      string `json:"name"`
-		Arguments string `json:"arguments"`
-	} `json:"function"`
-}
-
 // parseToolCalls reads an output that starts with [TOOL_CALLS] into calls; ok is false
 // when text is not such an output (then it is ordinary content).
-func parseToolCalls(text string) (calls []outToolCall, ok bool) {
+func parseToolCalls(text string) (calls []ToolCall, ok bool) {
 	rest, found := strings.CutPrefix(strings.TrimLeft(text, " "), strings.TrimSpace(grammar.ToolCallsPrefix))
 	if !found {
 		return nil, false
@@ -161,7 +150,7 @@ func parseToolCalls(text string) (calls []outToolCall, ok bool) {
 		return nil, false
 	}
 	for i, c := range in {
-		var out outToolCall
+		var out ToolCall
 		out.ID = "call_" + strconv.FormatUint(uint64(i), 10) + requestID("")[:9]
 		out.Type = "function"
 		out.Function.Name = c.Name
