@@ -80,3 +80,38 @@ func BenchmarkQuantize(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkQ8_0Rows compares the packed Q8_0 kernels on a batch of activation rows, with
+// and without the 8-row kernel (where the CPU has one), at the sizes of mini's attention
+// projection (1024x1024) and of a 32,000-token output head (32000x1024): a decode step at
+// batch n.
+func BenchmarkQ8_0Rows(b *testing.B) {
+	rng := rand.New(rand.NewPCG(3, 3))
+	saved := packedKernels[Q8_0]
+	defer func() { packedKernels[Q8_0] = saved }()
+	for _, rows := range []int{1024, 32000} {
+		cols := 1024
+		w := Pack(benchMatrix(b, rng, Q8_0, rows, cols))
+		for _, n := range []int{8, 16} {
+			x := randFloats(rng, n*cols, 1)
+			y := make([]float32, n*rows)
+			var a Acts
+			a.Set(Q8_0.VecDotType(), x, n, cols)
+			for _, kernel := range []string{"gemm4", "gemm8"} {
+				k := saved
+				if kernel == "gemm4" {
+					k.gemm8 = nil
+				} else if k.gemm8 == nil {
+					continue
+				}
+				b.Run(fmt.Sprintf("%dx%d/n=%d/kernel=%s", rows, cols, n, kernel), func(b *testing.B) {
+					packedKernels[Q8_0] = k
+					for b.Loop() {
+						MatMul(nil, y, w, &a)
+					}
+					b.ReportMetric(2*float64(rows*cols*n)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+				})
+			}
+		}
+	}
+}

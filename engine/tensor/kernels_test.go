@@ -276,7 +276,7 @@ func testPackedMatMul(t *testing.T) {
 	defer pool.Close()
 	for _, typ := range []DType{Q8_0, Q4_0, Q4_K, Q6_K} {
 		for _, rows := range []int{8, 19, 64} {
-			for _, n := range []int{1, 4, 7} {
+			for _, n := range []int{1, 4, 7, 8, 13, 16} {
 				w, _ := randMatrix(t, rng, typ, rows, 512)
 				pw := Pack(w)
 				if !pw.Packed() {

@@ -197,6 +197,9 @@ type packedKernel struct {
 	gemv func(w []byte, a *Acts, r int, y []float32)
 	// gemm4 sets y[i*ystride+k] for activation rows r+i, i < 4.
 	gemm4 func(w []byte, a *Acts, r int, y []float32, ystride int)
+	// gemm8, where there is one, is gemm4 for eight rows, loading each weight chunk once
+	// for all of them.
+	gemm8 func(w []byte, a *Acts, r int, y []float32, ystride int)
 	// fused reports that gemm4 unpacks each weight block once for all four
 	// rows, so it beats four gemv calls even when some of its rows are
 	// spare.
@@ -211,10 +214,18 @@ func matMulPacked(p *Pool, dst []float32, w *Matrix, a *Acts) {
 	n, rows := a.Rows, w.Rows
 	groups := w.packedRows / packRows
 	p.For(groups, 4, func(lo, hi int) {
-		var tmp [4 * packRows]float32
+		var tmp [8 * packRows]float32
 		for g := lo; g < hi; g++ {
 			wg := w.packedGroup(g)
 			i := 0
+			if k.gemm8 != nil {
+				for ; i+8 <= n; i += 8 {
+					k.gemm8(wg, a, i, tmp[:], packRows)
+					for j := 0; j < 8; j++ {
+						copy(dst[(i+j)*rows+g*packRows:(i+j)*rows+(g+1)*packRows], tmp[j*packRows:(j+1)*packRows])
+					}
+				}
+			}
 			for ; i+4 <= n; i += 4 {
 				k.gemm4(wg, a, i, tmp[:], packRows)
 				for j := 0; j < 4; j++ {

@@ -31,6 +31,9 @@ func gemvQ8_0x8VNNI(w *byte, x *int8, d *float32, s *int32, nb int, y *float32)
 func gemmQ8_0x8VNNI(w *byte, x *int8, d *float32, s *int32, nb int, xstride int, y *float32, ystride int)
 
 //go:noescape
+func gemmQ8_0x8VNNI8(w *byte, x *int8, d *float32, s *int32, nb int, xstride int, y *float32, ystride int)
+
+//go:noescape
 func gemvQ8_0x8AVX2(w *byte, x *int8, d *float32, s *int32, nb int, y *float32)
 
 //go:noescape
@@ -111,5 +114,15 @@ func usePackedISA(vnni bool) {
 			},
 			fused: true,
 		}
+	}
+	if vnni {
+		k := packedKernels[Q8_0]
+		k.gemm8 = func(w []byte, a *Acts, r int, y []float32, ystride int) {
+			nb := a.Cols / 32
+			_ = y[7*ystride+packRows-1]
+			_ = a.Q[(r+8)*a.Cols-1]
+			gemmQ8_0x8VNNI8(unsafe.SliceData(w), &a.Q[r*a.Cols], &a.D[r*nb], &a.Sum[r*nb], nb, a.Cols, unsafe.SliceData(y), 4*ystride)
+		}
+		packedKernels[Q8_0] = k
 	}
 }

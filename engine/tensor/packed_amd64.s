@@ -406,3 +406,82 @@ q8avx2gemm:
 	DECQ CX
 	JNZ q8avx2gemm
 	GEMM_STORE
+
+// ---- Q8_0, AVX512-VNNI, 8 activation rows ----
+// The 4-row kernel's registers for rows 0-3, and Y16-Y19 (float) and Y20-Y23 (integer)
+// for rows 4-7, so each weight chunk is loaded once for eight rows. Activation row i is at
+//   0: DI  1: DI+R9  2: DI+2*R9  3: R10+R9  4: DI+4*R9  5: R15  6: R10+4*R9  7: R15+2*R9
+// (R10 = DI+2*R9, R15 = DI+5*R9); its scales and block sums are at the same multiples of
+// R11 from DX and R8 (R12 = DX+2*R11, R13 = R8+2*R11; rows 5 and 7 through AX).
+
+#define Q8_VNNI_X8(off, xo) \
+	Q8_VNNI_LOAD(off) \
+	VPDPBUSD.BCST xo(DI), Y8, Y4 \
+	VPDPBUSD.BCST xo(DI)(R9*1), Y8, Y5 \
+	VPDPBUSD.BCST xo(DI)(R9*2), Y8, Y6 \
+	VPDPBUSD.BCST xo(R10)(R9*1), Y8, Y7 \
+	VPDPBUSD.BCST xo(DI)(R9*4), Y8, Y20 \
+	VPDPBUSD.BCST xo(R15), Y8, Y21 \
+	VPDPBUSD.BCST xo(R10)(R9*4), Y8, Y22 \
+	VPDPBUSD.BCST xo(R15)(R9*2), Y8, Y23
+
+// func gemmQ8_0x8VNNI8(w *byte, x *int8, d *float32, s *int32, nb int, xstride int, y *float32, ystride int)
+TEXT ·gemmQ8_0x8VNNI8(SB), NOSPLIT, $0-64
+	GEMM_ARGS
+	LEAQ (DI)(R9*4), R15
+	ADDQ R9, R15
+	VPXORD Y16, Y16, Y16
+	VPXORD Y17, Y17, Y17
+	VPXORD Y18, Y18, Y18
+	VPXORD Y19, Y19, Y19
+	BIAS128_Y13
+q8vnnigemm8:
+	// The corrections, rows 0-7.
+	CORR((R8), -128, Y4)
+	CORR((R8)(R11*1), -128, Y5)
+	CORR((R8)(R11*2), -128, Y6)
+	CORR((R13)(R11*1), -128, Y7)
+	CORR((R8)(R11*4), -128, Y20)
+	LEAQ (R8)(R11*4), AX
+	ADDQ R11, AX
+	CORR((AX), -128, Y21)
+	CORR((R13)(R11*4), -128, Y22)
+	LEAQ (R8)(R11*4), AX
+	ADDQ R11, AX
+	CORR((AX)(R11*2), -128, Y23)
+	Q8_VNNI_X8(16, 0)
+	Q8_VNNI_X8(48, 4)
+	Q8_VNNI_X8(80, 8)
+	Q8_VNNI_X8(112, 12)
+	Q8_VNNI_X8(144, 16)
+	Q8_VNNI_X8(176, 20)
+	Q8_VNNI_X8(208, 24)
+	Q8_VNNI_X8(240, 28)
+	VCVTPH2PS (SI), Y10
+	SCALE_ACC((DX), Y4, Y0)
+	SCALE_ACC((DX)(R11*1), Y5, Y1)
+	SCALE_ACC((DX)(R11*2), Y6, Y2)
+	SCALE_ACC((R12)(R11*1), Y7, Y3)
+	SCALE_ACC((DX)(R11*4), Y20, Y16)
+	LEAQ (DX)(R11*4), AX
+	ADDQ R11, AX
+	SCALE_ACC((AX), Y21, Y17)
+	SCALE_ACC((R12)(R11*4), Y22, Y18)
+	SCALE_ACC((AX)(R11*2), Y23, Y19)
+	GEMM_ADVANCE(272)
+	ADDQ $32, R15
+	DECQ CX
+	JNZ q8vnnigemm8
+	VMOVUPS Y0, (BX)
+	VMOVUPS Y1, (BX)(R14*1)
+	LEAQ (BX)(R14*2), BX
+	VMOVUPS Y2, (BX)
+	VMOVUPS Y3, (BX)(R14*1)
+	LEAQ (BX)(R14*2), BX
+	VMOVUPS Y16, (BX)
+	VMOVUPS Y17, (BX)(R14*1)
+	LEAQ (BX)(R14*2), BX
+	VMOVUPS Y18, (BX)
+	VMOVUPS Y19, (BX)(R14*1)
+	VZEROUPPER
+	RET
