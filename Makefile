@@ -123,6 +123,9 @@ FUZZ_TARGETS := \
 	FuzzEncodeDecodeRoundTrip:./engine/tokenizer \
 	FuzzLoadTokenizerJSON:./engine/tokenizer \
 	FuzzChunkedEncodingMatchesTheWholeText:./engine/tokenizer \
+	FuzzChatTemplate:./engine/tokenizer \
+	FuzzCompileSchema:./engine/grammar \
+	FuzzRegex:./engine/grammar \
 	FuzzConfigFromHF:./engine/model \
 	FuzzDotEqualsReference:./engine/tensor \
 	FuzzDecodeCompletionRequest:./engine/server \
