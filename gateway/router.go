@@ -186,6 +186,13 @@ func (rt *Router) Set(replicas []*Replica, models ...string) {
 // Ready reports whether model has a replica. When it has none, the channel is closed the
 // next time Set gives it one or removes the model; look again then.
 func (rt *Router) Ready(model string) (bool, <-chan struct{}) {
+	// Every request asks; a model with replicas needs only the read lock.
+	rt.mu.RLock()
+	p := rt.pools[model]
+	rt.mu.RUnlock()
+	if p != nil && len(p.replicas) > 0 {
+		return true, nil
+	}
 	rt.mu.Lock()
 	defer rt.mu.Unlock()
 	if p := rt.pools[model]; p == nil || len(p.replicas) > 0 {

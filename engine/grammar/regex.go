@@ -55,7 +55,7 @@ func (p *regexProg) start() reState {
 // the start of the text (where ^ holds).
 func (p *regexProg) closure(pcs []uint32, atStart bool) []uint32 {
 	var out []uint32
-	seen := map[uint32]bool{}
+	seen := make([]bool, len(p.prog.Inst))
 	stack := slices.Clone(pcs)
 	for len(stack) > 0 {
 		pc := stack[len(stack)-1]

@@ -50,8 +50,14 @@ func fieldsOf(t reflect.Type) map[string]bool {
 	return m
 }
 
-// warnedFields are the unknown field names already logged.
-var warnedFields sync.Map
+// warnedFields are the unknown field names already logged, at most maxWarnedFields of
+// them: clients choose the names, and must not grow the server's memory.
+var warnedFields = struct {
+	sync.Mutex
+	names map[string]bool
+}{names: map[string]bool{}}
+
+const maxWarnedFields = 256
 
 // checkFields looks for top-level fields of body that v's type does not
 // know. With StrictRequests they are a 400; otherwise each name is logged
@@ -85,11 +91,14 @@ func (s *Server) checkFields(w http.ResponseWriter, body []byte, v any) error {
 		return invalid(unknown[0], fmt.Sprintf("unknown field %s: this server does not support %s (it runs with --strict-requests, which refuses fields it would ignore)",
 			quoteList(unknown), plural(len(unknown), "it", "them")))
 	}
+	warnedFields.Lock()
 	for _, name := range unknown {
-		if _, seen := warnedFields.LoadOrStore(name, true); !seen {
+		if !warnedFields.names[name] && len(warnedFields.names) < maxWarnedFields {
+			warnedFields.names[name] = true
 			s.log.Warn("a request has a field this server does not support; it is ignored (this is logged once per field name)", "field", name)
 		}
 	}
+	warnedFields.Unlock()
 	w.Header().Set("X-Ignored-Fields", strings.Join(unknown, ", "))
 	return nil
 }

@@ -2,6 +2,7 @@ package server
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"encoding/json"
 	"sync"
 
@@ -21,6 +22,9 @@ var grammars = struct {
 // cachedGrammar is the grammar under key, compiled by compile on first use. Errors are
 // not cached.
 func cachedGrammar(key string, compile func() (*grammar.Grammar, error)) (*grammar.Grammar, error) {
+	// Keys are schemas of up to 256 KiB; the cache keeps their digests.
+	sum := sha256.Sum256([]byte(key))
+	key = string(sum[:])
 	grammars.Lock()
 	g, ok := grammars.m[key]
 	grammars.Unlock()
