@@ -231,6 +231,22 @@ func (b *Backend) NewCache(rows int) (model.DeviceCache, error) {
 	return c, nil
 }
 
+// Reserve implements model.Accelerator: it sizes the scratch for the
+// largest batch, with a block table of a full context per token.
+func (b *Backend) Reserve(tokens, outputs int) error {
+	b.d.mu.Lock()
+	defer b.d.mu.Unlock()
+	return b.ensure(tokens, outputs, 0)
+}
+
+// Memory implements model.Accelerator.
+func (b *Backend) Memory() model.DeviceMemory {
+	b.d.mu.Lock()
+	defer b.d.mu.Unlock()
+	row := uint64(b.c.KVHeads*b.c.HeadDim) * 4
+	return model.DeviceMemory{Budget: int64(b.d.limit), Used: int64(b.d.used), MaxCacheRows: int(b.d.info.MaxStorageBuffer / row)}
+}
+
 // Bytes implements model.DeviceCache.
 func (c *Cache) Bytes() int64 {
 	var n int64

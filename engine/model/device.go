@@ -26,6 +26,13 @@ type Accelerator interface {
 	UploadVector(ref TensorRef, v []float32) error
 	// NewCache allocates rows rows of keys and values for every layer.
 	NewCache(rows int) (DeviceCache, error)
+	// Reserve allocates the working memory of a Forward of up to tokens
+	// tokens, outputs of them needing logits, so that sizing the KV cache
+	// from the memory left cannot starve a later batch.
+	Reserve(tokens, outputs int) error
+	// Memory reports the device memory this accelerator may use and has
+	// allocated.
+	Memory() DeviceMemory
 	// Forward runs b and returns the logits of b.Outputs, one row of
 	// Vocab values each, or with b.TopK set, each output's b.TopK most
 	// likely tokens (best first, ties to the lower id) and no logits;
@@ -33,6 +40,18 @@ type Accelerator interface {
 	Forward(b *DeviceBatch) ([]float32, []Candidate, error)
 	// Close releases the device.
 	Close() error
+}
+
+// DeviceMemory is an accelerator's memory as the KV cache sizing sees it.
+type DeviceMemory struct {
+	// Budget is what this process may allocate: the driver's budget for
+	// the device-local heap, or a lower limit the accelerator was given.
+	Budget int64
+	// Used is what it holds: weights, working memory and caches.
+	Used int64
+	// MaxCacheRows bounds the rows one cache may have (one layer's keys
+	// live in one storage binding); 0: no bound.
+	MaxCacheRows int
 }
 
 // DeviceCache is an accelerator's KV cache storage.
@@ -223,6 +242,26 @@ func (m *Model) Accelerated() (string, bool) {
 		return "", false
 	}
 	return m.dev.Name(), true
+}
+
+// DeviceMemory reports the accelerator's memory; ok is false on the CPU.
+func (m *Model) DeviceMemory() (mem DeviceMemory, ok bool) {
+	if m.dev == nil {
+		return DeviceMemory{}, false
+	}
+	return m.dev.Memory(), true
+}
+
+// ReserveDevice allocates the accelerator's working memory for batches of
+// up to tokens tokens and outputs outputs; nothing on the CPU.
+func (m *Model) ReserveDevice(tokens, outputs int) error {
+	if m.dev == nil {
+		return nil
+	}
+	if err := m.dev.Reserve(tokens, outputs); err != nil {
+		return fmt.Errorf("model: working memory for %d tokens on %s: %w", tokens, m.dev.Name(), err)
+	}
+	return nil
 }
 
 // forwardDevice runs b on the accelerator: the host looks up the

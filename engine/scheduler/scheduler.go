@@ -115,6 +115,15 @@ type Config struct {
 	// loaded. A KVCacheTokens that does not fit is refused; the default
 	// shrinks to fit.
 	Memory func() (bytes int64, source string)
+	// DeviceMemoryUtilization is, for a model on an accelerator, the share
+	// of the device memory this process may use (vLLM's
+	// --gpu-memory-utilization; default 0.9): weights, working memory and
+	// the KV cache together. The default KV cache fills what the weights
+	// and the largest batch's working memory leave of it, up to MaxNumSeqs
+	// full contexts; an explicit KVCacheTokens that does not fit is
+	// refused. Memory is not consulted for such a model: its cache is on
+	// the device.
+	DeviceMemoryUtilization float64
 }
 
 // Observer receives the scheduler's measurements, for metrics. Its methods
@@ -241,6 +250,54 @@ func fitKVCache(cfg *Config, c model.Config, explicit bool) error {
 	return nil
 }
 
+// DefaultDeviceMemoryUtilization is Config.DeviceMemoryUtilization's
+// default, vLLM's.
+const DefaultDeviceMemoryUtilization = 0.9
+
+// fitDeviceKVCache sizes the KV cache of a model on an accelerator: it
+// first reserves the working memory of the largest batch, then gives the
+// cache what is left of the utilization's share of the device.
+func fitDeviceKVCache(cfg *Config, m *model.Model, explicit bool) error {
+	util := cfg.DeviceMemoryUtilization
+	if util == 0 {
+		util = DefaultDeviceMemoryUtilization
+	}
+	if util < 0 || util > 1 {
+		return fmt.Errorf("scheduler: device memory utilization %g must be in (0, 1]", util)
+	}
+	cfg.DeviceMemoryUtilization = util
+	if err := m.ReserveDevice(cfg.MaxBatchedTokens, min(cfg.MaxBatchedTokens, cfg.MaxNumSeqs)); err != nil {
+		return err
+	}
+	mem, _ := m.DeviceMemory()
+	per := int64(kvBytesPerToken(m.Config))
+	block := int64(cfg.BlockSize)
+	left := int64(float64(mem.Budget)*util) - mem.Used
+	fits := max(left, 0) / per / block * block
+	if mem.MaxCacheRows > 0 {
+		fits = min(fits, int64(mem.MaxCacheRows)/block*block)
+	}
+	need := int64(cfg.KVCacheTokens) // an explicit size, or one block at least
+	if !explicit {
+		need = block
+		cfg.KVCacheTokens = int(max(min(int64(cfg.MaxNumSeqs)*int64(cfg.Context), fits), need))
+	}
+	if need > fits {
+		return fmt.Errorf("scheduler: a KV cache of %d tokens needs %s on the device, but %.0f%% of its %s budget less %s of weights and working memory leaves %s, room for %d tokens; "+
+			"lower --kv-cache-tokens or --ctx-size, raise --gpu-memory-utilization, quantize further (--quantization int8, int4) or use more devices",
+			need, bytesText(need*per), util*100, bytesText(mem.Budget), bytesText(mem.Used), bytesText(max(left, 0)), fits)
+	}
+	return nil
+}
+
+// bytesText is n bytes in MiB or GiB.
+func bytesText(n int64) string {
+	if n < 1<<30 {
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	}
+	return fmt.Sprintf("%.2f GiB", float64(n)/(1<<30))
+}
+
 // Scheduler batches requests on one model. Its methods are safe for
 // concurrent use.
 type Scheduler struct {
@@ -302,12 +359,18 @@ func New(m *model.Model, cfg Config) (*Scheduler, error) {
 		cfg.BlockSize = 16
 	}
 	explicit := cfg.KVCacheTokens > 0
-	if !explicit {
-		cfg.KVCacheTokens = DefaultKVCacheTokens(mc, cfg.MaxNumSeqs, cfg.Context)
-	}
-	if cfg.Memory != nil {
-		if err := fitKVCache(&cfg, mc, explicit); err != nil {
+	if _, onDevice := m.DeviceMemory(); onDevice {
+		if err := fitDeviceKVCache(&cfg, m, explicit); err != nil {
 			return nil, err
+		}
+	} else {
+		if !explicit {
+			cfg.KVCacheTokens = DefaultKVCacheTokens(mc, cfg.MaxNumSeqs, cfg.Context)
+		}
+		if cfg.Memory != nil {
+			if err := fitKVCache(&cfg, mc, explicit); err != nil {
+				return nil, err
+			}
 		}
 	}
 	cache, err := m.NewCache(cfg.KVCacheTokens, cfg.BlockSize)
@@ -342,6 +405,16 @@ func (s *Scheduler) Tokenizer() *tokenizer.Tokenizer { return s.tok }
 
 // ModelConfig is the model's configuration.
 func (s *Scheduler) ModelConfig() model.Config { return s.m.Config }
+
+// Device names the accelerator the model runs on and reports its memory;
+// ok is false on the CPU.
+func (s *Scheduler) Device() (name string, mem model.DeviceMemory, ok bool) {
+	name, ok = s.m.Accelerated()
+	if ok {
+		mem, _ = s.m.DeviceMemory()
+	}
+	return name, mem, ok
+}
 
 // KVCacheTokens is the positions the paged KV cache holds.
 func (s *Scheduler) KVCacheTokens() int { return s.kvLimit }
@@ -493,6 +566,7 @@ func (s *Scheduler) Close() {
 	s.stopLoop.Store(true)
 	s.signal()
 	<-s.done
+	s.cache.Close() // on a device, its memory goes back to the budget
 }
 
 func (s *Scheduler) signal() {

@@ -6,6 +6,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/moe-operator/moe-operator/engine/model"
 	"github.com/moe-operator/moe-operator/engine/scheduler"
 )
 
@@ -26,7 +27,44 @@ const (
 	MetricPreemptions       = "vllm:num_preemptions_total"
 	MetricPrefixQueries     = "vllm:prefix_cache_queries_total"
 	MetricPrefixHits        = "vllm:prefix_cache_hits_total"
+
+	// The engine's own, present only when the model runs on a device.
+	MetricDeviceInfo         = "moe_engine_device_info"
+	MetricDeviceMemoryUsed   = "moe_engine_device_memory_used_bytes"
+	MetricDeviceMemoryBudget = "moe_engine_device_memory_budget_bytes"
 )
+
+// deviceCollector exports the accelerator the model runs on: its name as
+// an info metric's label, and its memory.
+type deviceCollector struct {
+	device             func() (string, model.DeviceMemory, bool)
+	info, used, budget *prometheus.Desc
+}
+
+func newDeviceCollector(labels prometheus.Labels, device func() (string, model.DeviceMemory, bool)) *deviceCollector {
+	return &deviceCollector{
+		device: device,
+		info:   prometheus.NewDesc(MetricDeviceInfo, "The device the model runs on (1), by name; absent on the CPU.", []string{"device"}, labels),
+		used:   prometheus.NewDesc(MetricDeviceMemoryUsed, "Device memory the engine holds: weights, working memory and the KV cache.", nil, labels),
+		budget: prometheus.NewDesc(MetricDeviceMemoryBudget, "Device memory the engine may allocate (the driver's budget, or a limit).", nil, labels),
+	}
+}
+
+func (c *deviceCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.info
+	ch <- c.used
+	ch <- c.budget
+}
+
+func (c *deviceCollector) Collect(ch chan<- prometheus.Metric) {
+	name, mem, ok := c.device()
+	if !ok {
+		return
+	}
+	ch <- prometheus.MustNewConstMetric(c.info, prometheus.GaugeValue, 1, name)
+	ch <- prometheus.MustNewConstMetric(c.used, prometheus.GaugeValue, float64(mem.Used))
+	ch <- prometheus.MustNewConstMetric(c.budget, prometheus.GaugeValue, float64(mem.Budget))
+}
 
 // metrics holds the server's Prometheus registry. The gauges and token
 // counters read the scheduler's Stats at scrape time; the histograms and
@@ -38,7 +76,7 @@ type metrics struct {
 	ttft, itl, e2e, qt prometheus.Histogram
 }
 
-func newMetrics(modelName string, stats func() (scheduler.Stats, bool)) *metrics {
+func newMetrics(modelName string, stats func() (scheduler.Stats, bool), device func() (string, model.DeviceMemory, bool)) *metrics {
 	labels := prometheus.Labels{"model_name": modelName}
 	m := &metrics{reg: prometheus.NewRegistry()}
 	gauge := func(name, help string, v func(scheduler.Stats) float64) prometheus.Collector {
@@ -86,6 +124,7 @@ func newMetrics(modelName string, stats func() (scheduler.Stats, bool)) *metrics
 		counter(MetricPrefixQueries, "Prompt tokens looked up in the prefix cache.", func(s scheduler.Stats) float64 { return float64(s.PrefixCacheQueries) }),
 		counter(MetricPrefixHits, "Prompt tokens found in the prefix cache, whose keys and values were not computed again.", func(s scheduler.Stats) float64 { return float64(s.PrefixCacheHits) }),
 		m.success, m.ttft, m.itl, m.e2e, m.qt,
+		newDeviceCollector(labels, device),
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/moe-operator/moe-operator/engine/model"
 	"github.com/moe-operator/moe-operator/engine/scheduler"
 )
 
@@ -19,17 +20,18 @@ func TestDocsMetricsListsExactlyTheMetricsServed(t *testing.T) {
 		t.Fatal(err)
 	}
 	documented := map[string]bool{}
-	for _, m := range regexp.MustCompile("(?m)^\\| `(vllm:[a-z0-9_]+)` \\|").FindAllSubmatch(doc, -1) {
+	for _, m := range regexp.MustCompile("(?m)^\\| `((?:vllm:|moe_engine_)[a-z0-9_]+)` \\|").FindAllSubmatch(doc, -1) {
 		documented[string(m[1])] = true
 	}
-	m := newMetrics("x", func() (scheduler.Stats, bool) { return scheduler.Stats{}, false })
+	m := newMetrics("x", func() (scheduler.Stats, bool) { return scheduler.Stats{}, false },
+		func() (string, model.DeviceMemory, bool) { return "vulkan:0 a GPU", model.DeviceMemory{Used: 1, Budget: 2}, true })
 	families, err := m.reg.Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
 	var served []string
 	for _, f := range families {
-		if name := f.GetName(); strings.HasPrefix(name, "vllm:") {
+		if name := f.GetName(); strings.HasPrefix(name, "vllm:") || strings.HasPrefix(name, "moe_engine_") {
 			served = append(served, name)
 			if !documented[name] {
 				t.Errorf("%s is served but not in docs/metrics.md", name)
@@ -41,7 +43,7 @@ func TestDocsMetricsListsExactlyTheMetricsServed(t *testing.T) {
 			t.Errorf("docs/metrics.md documents %s, which is not served", name)
 		}
 	}
-	if len(served) != 13 {
-		t.Errorf("%d vllm: metrics served: %v", len(served), served)
+	if len(served) != 16 {
+		t.Errorf("%d vllm: and moe_engine_ metrics served: %v", len(served), served)
 	}
 }

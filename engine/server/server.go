@@ -31,6 +31,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/moe-operator/moe-operator/engine/grammar"
+	"github.com/moe-operator/moe-operator/engine/model"
 	"github.com/moe-operator/moe-operator/engine/scheduler"
 	"github.com/moe-operator/moe-operator/engine/tokenizer"
 )
@@ -105,6 +106,11 @@ func New(opts Options) *Server {
 			return sch.Stats(), true
 		}
 		return scheduler.Stats{}, false
+	}, func() (string, model.DeviceMemory, bool) {
+		if sch := s.sched.Load(); sch != nil {
+			return sch.Device()
+		}
+		return "", model.DeviceMemory{}, false
 	})
 	mux := http.NewServeMux()
 	mux.HandleFunc("/health", s.health)

@@ -56,7 +56,13 @@ type harness struct {
 // start serves the tiny model on a loopback port.
 func start(t *testing.T, opts server.Options, cfg scheduler.Config) *harness {
 	t.Helper()
-	m, err := loadTiny()
+	return startWith(t, loadTiny, opts, cfg)
+}
+
+// startWith serves the model load opens.
+func startWith(t *testing.T, load func() (*model.Model, error), opts server.Options, cfg scheduler.Config) *harness {
+	t.Helper()
+	m, err := load()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -284,7 +290,11 @@ func TestStreamingSendsDataLinesThenDoneAndTheSameText(t *testing.T) {
 }
 
 func TestConcurrentHTTPRequestsGetExactlyWhatTheyGetAlone(t *testing.T) {
-	h := start(t, server.Options{}, scheduler.Config{MaxNumSeqs: 8, MaxBatchedTokens: 32})
+	testBatchingInvariance(t, loadTiny)
+}
+
+func testBatchingInvariance(t *testing.T, load func() (*model.Model, error)) {
+	h := startWith(t, load, server.Options{}, scheduler.Config{MaxNumSeqs: 8, MaxBatchedTokens: 32})
 	const n = 8
 	reqs := make([]map[string]any, n)
 	for i := range reqs {
@@ -488,8 +498,10 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-func TestAClientThatDisconnectsFreesItsKVBlocks(t *testing.T) {
-	h := start(t, server.Options{}, scheduler.Config{})
+func TestAClientThatDisconnectsFreesItsKVBlocks(t *testing.T) { testDisconnectFreesBlocks(t, loadTiny) }
+
+func testDisconnectFreesBlocks(t *testing.T, load func() (*model.Model, error)) {
+	h := startWith(t, load, server.Options{}, scheduler.Config{})
 	_, cancel := streamStart(t, h.url+"/v1/completions", greedy(map[string]any{"prompt": "go on", "max_tokens": 400}))
 	waitFor(t, "the request to hold KV blocks", func() bool { return h.sched.Stats().KVBlocksUsed > 0 })
 	cancel()
@@ -527,10 +539,12 @@ func TestAFullQueueAnswers429WithRetryAfter(t *testing.T) {
 	}
 }
 
-func TestAPreemptedRequestStillCompletesCorrectly(t *testing.T) {
+func TestAPreemptedRequestStillCompletesCorrectly(t *testing.T) { testPreemption(t, loadTiny) }
+
+func testPreemption(t *testing.T, load func() (*model.Model, error)) {
 	// Each request needs 3 of the 4 blocks by its end: running four at
 	// once must preempt.
-	h := start(t, server.Options{}, scheduler.Config{KVCacheTokens: 64, MaxBatchedTokens: 16, MaxNumSeqs: 4})
+	h := startWith(t, load, server.Options{}, scheduler.Config{KVCacheTokens: 64, MaxBatchedTokens: 16, MaxNumSeqs: 4})
 	reqs := make([]map[string]any, 4)
 	for i := range reqs {
 		reqs[i] = greedy(map[string]any{"prompt": strings.Repeat("ab ", i+1), "max_tokens": 36, "logprobs": 0})
@@ -630,7 +644,9 @@ func TestNotReadyUntilAttachedAndWhileDraining(t *testing.T) {
 	}
 }
 
-func TestRunDrainsInFlightRequestsWhenItsContextEnds(t *testing.T) {
+func TestRunDrainsInFlightRequestsWhenItsContextEnds(t *testing.T) { testDrain(t, loadTiny) }
+
+func testDrain(t *testing.T, load func() (*model.Model, error)) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -641,7 +657,7 @@ func TestRunDrainsInFlightRequestsWhenItsContextEnds(t *testing.T) {
 	ran := make(chan error, 1)
 	go func() {
 		ran <- server.Run(ctx, server.RunConfig{
-			Options: server.Options{ModelName: modelName}, Listener: ln, Load: loadTiny,
+			Options: server.Options{ModelName: modelName}, Listener: ln, Load: load,
 			ShutdownGrace: time.Minute,
 		})
 	}()
