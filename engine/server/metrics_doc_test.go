@@ -24,7 +24,9 @@ func TestDocsMetricsListsExactlyTheMetricsServed(t *testing.T) {
 		documented[string(m[1])] = true
 	}
 	m := newMetrics("x", func() (scheduler.Stats, bool) { return scheduler.Stats{}, false },
-		func() (string, model.DeviceMemory, bool) { return "vulkan:0 a GPU", model.DeviceMemory{Used: 1, Budget: 2}, true })
+		func() (string, model.DeviceMemory, bool) {
+			return "vulkan:0 a GPU", model.DeviceMemory{Used: 1, Budget: 2}, true
+		})
 	families, err := m.reg.Gather()
 	if err != nil {
 		t.Fatal(err)
