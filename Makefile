@@ -24,6 +24,7 @@ export ENVTEST_K8S_VERSION
 # Images. docker-build is for users who have Docker; CI builds none.
 IMG ?= ghcr.io/moe-operator/moe-operator:dev
 ENGINE_IMG ?= ghcr.io/moe-operator/moe-engine:dev
+ENGINE_GPU_IMG ?= ghcr.io/moe-operator/moe-engine:dev-vulkan
 CONTAINER_TOOL ?= docker
 
 # Packages `make test` runs; the whole module by default.
@@ -175,16 +176,17 @@ uninstall: ## Delete the CRDs (and every MixtralDeployment) from the current clu
 	kubectl delete --ignore-not-found -f config/crd/bases
 
 .PHONY: images
-images: ## Build the operator and engine images without Docker (dist/images/*.tar, docker archives).
-	go run ./hack/image build --ref operator=$(IMG) --ref engine=$(ENGINE_IMG) operator engine
+images: ## Build the operator, engine and Vulkan engine images without Docker (dist/images/*.tar, docker archives).
+	go run ./hack/image build --ref operator=$(IMG) --ref engine=$(ENGINE_IMG) --ref engine-vulkan=$(ENGINE_GPU_IMG) operator engine engine-vulkan
 
 .PHONY: docker-build
 docker-build: ## Build the operator and engine images with Docker (or CONTAINER_TOOL); same images as `make images`.
 	$(CONTAINER_TOOL) build -t $(IMG) -f Dockerfile.manager .
 	$(CONTAINER_TOOL) build -t $(ENGINE_IMG) -f Dockerfile.engine .
+	$(CONTAINER_TOOL) build -t $(ENGINE_GPU_IMG) -f Dockerfile.engine-vulkan .
 
 .PHONY: dockerfiles
-dockerfiles: ## Regenerate Dockerfile.manager and Dockerfile.engine from hack/image/images.go.
+dockerfiles: ## Regenerate Dockerfile.manager, Dockerfile.engine and Dockerfile.engine-vulkan from hack/image/images.go.
 	go run ./hack/image dockerfiles
 
 ##@ Local cluster, demo and end-to-end tests

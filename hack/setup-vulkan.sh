@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Installs what the Vulkan backend's tests and shader build need, from
-# Debian's main archive: the loader (libvulkan1), Mesa's CPU driver
+# Debian's main archive: the loader (libvulkan1) and the X libraries that
+# hack/image layers beside it (libx11-6 libxext6 libglvnd0), Mesa's CPU driver
 # lavapipe (mesa-vulkan-drivers), the Khronos validation layers, glslc and
 # spirv-tools (spirv-val), and vulkaninfo. Does nothing when they are all
 # there. Needs root (or sudo) only when something is missing.
 set -euo pipefail
-pkgs=(libvulkan1 mesa-vulkan-drivers vulkan-validationlayers glslc spirv-tools vulkan-tools)
+pkgs=(libvulkan1 libx11-6 libxext6 libglvnd0 mesa-vulkan-drivers vulkan-validationlayers glslc spirv-tools vulkan-tools)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -39,7 +39,7 @@ type buildOptions struct {
 // compile builds im's binary as a static Linux executable and returns its path.
 func compile(ctx context.Context, im Image, o buildOptions, dir string) (string, error) {
 	out := filepath.Join(dir, filepath.Base(im.Binary))
-	args := append([]string{"-n", "10", "go", "build"}, goBuildFlags...)
+	args := append([]string{"-n", "10", "go", "build"}, im.goBuildFlags()...)
 	args = append(args, "-o", out, im.Package)
 	cmd := exec.CommandContext(ctx, "nice", args...)
 	cmd.Dir = o.repoRoot
@@ -48,8 +48,10 @@ func compile(ctx context.Context, im Image, o buildOptions, dir string) (string,
 	if err := cmd.Run(); err != nil {
 		return "", fmt.Errorf("compiling %s: %w", im.Package, err)
 	}
-	if err := checkStatic(out); err != nil {
-		return "", fmt.Errorf("%s: %w", im.Package, err)
+	if !im.Vulkan {
+		if err := checkStatic(out); err != nil {
+			return "", fmt.Errorf("%s: %w", im.Package, err)
+		}
 	}
 	return out, nil
 }
@@ -67,21 +69,32 @@ func checkStatic(path string) error {
 	for _, p := range f.Progs {
 		if p.Type == elf.PT_INTERP {
 			libs, _ := f.ImportedLibraries()
-			return fmt.Errorf("the binary is dynamically linked (needs %s) but the image has no C library: build it with the image's tags (%s)", strings.Join(libs, ", "), shellWords(goBuildFlags))
+			return fmt.Errorf("the binary is dynamically linked (needs %s) but the image has no C library: build it with -tags=novulkan", strings.Join(libs, ", "))
 		}
 	}
 	return nil
+}
+
+// entry is one file of a layer.
+type entry struct {
+	hdr  tar.Header
+	body []byte
 }
 
 // rootfsLayer writes the image's single layer: the directories and files of baseDirs and
 // baseFiles (unless the image is minimal) and the binary, all owned by root, with the modes
 // the Dockerfile's install/chmod commands give.
 func rootfsLayer(im Image, binary []byte, hostRoot string) ([]byte, error) {
-	type entry struct {
-		hdr  tar.Header
-		body []byte
-	}
 	var entries []entry
+	if len(im.Packages) > 0 {
+		pkgs, err := packageClosure(im.Packages, im.ExcludePackages)
+		if err != nil {
+			return nil, err
+		}
+		if entries, err = packageEntries(pkgs, hostRoot); err != nil {
+			return nil, err
+		}
+	}
 	if !im.Minimal {
 		for _, d := range baseDirs {
 			entries = append(entries, entry{hdr: tar.Header{Typeflag: tar.TypeDir, Name: strings.TrimPrefix(d.path, "/") + "/", Mode: d.mode}})
@@ -99,7 +112,16 @@ func rootfsLayer(im Image, binary []byte, hostRoot string) ([]byte, error) {
 		}
 	}
 	entries = append(entries, entry{hdr: tar.Header{Typeflag: tar.TypeReg, Name: strings.TrimPrefix(im.Binary, "/"), Mode: 0o755}, body: binary})
+	// The project's files win over a package's (its /etc directory, say): the last of a
+	// name stays.
 	sort.SliceStable(entries, func(i, j int) bool { return entries[i].hdr.Name < entries[j].hdr.Name })
+	for i := 0; i+1 < len(entries); {
+		if entries[i].hdr.Name == entries[i+1].hdr.Name {
+			entries = append(entries[:i], entries[i+1:]...)
+			continue
+		}
+		i++
+	}
 
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
@@ -150,6 +172,7 @@ func assemble(im Image, layerTar []byte, goarch string) (v1.Image, error) {
 	cf.Config.Cmd = nil
 	cf.Config.WorkingDir = "/"
 	cf.Config.Labels = im.labels()
+	cf.Config.Env = append([]string(nil), im.Env...)
 	if len(im.Ports) > 0 {
 		cf.Config.ExposedPorts = map[string]struct{}{}
 		for _, p := range im.Ports {

@@ -27,7 +27,7 @@ func dockerfile(im Image) string {
 	b.WriteString("RUN go mod download\n")
 	b.WriteString("COPY . .\n")
 	fmt.Fprintf(&b, "RUN CGO_ENABLED=0 GOOS=$TARGETOS GOARCH=$TARGETARCH go build %s -o /rootfs%s %s\n",
-		shellWords(goBuildFlags), im.Binary, im.Package)
+		shellWords(im.goBuildFlags()), im.Binary, im.Package)
 	if !im.Minimal {
 		b.WriteString("RUN set -eu; \\\n")
 		for _, d := range baseDirs {
@@ -47,8 +47,18 @@ func dockerfile(im Image) string {
 				shellWords(lines), f.path, f.mode, f.path, end)
 		}
 	}
-	b.WriteString("\nFROM scratch\n")
+	if len(im.Packages) > 0 {
+		// The Go builder layers the same packages from its Debian host's dpkg database.
+		fmt.Fprintf(&b, "\nFROM debian:%s-slim\n", debianRelease)
+		fmt.Fprintf(&b, "RUN apt-get update && apt-get install -y --no-install-recommends %s && rm -rf /var/lib/apt/lists/*\n", strings.Join(im.Packages, " "))
+	} else {
+		b.WriteString("\nFROM scratch\n")
+	}
 	b.WriteString("COPY --from=build /rootfs/ /\n")
+	for _, e := range im.Env {
+		k, v, _ := strings.Cut(e, "=")
+		fmt.Fprintf(&b, "ENV %s=%s\n", k, strconv.Quote(v))
+	}
 	fmt.Fprintf(&b, "USER %s\n", im.user())
 	for _, p := range im.Ports {
 		fmt.Fprintf(&b, "EXPOSE %d\n", p)
@@ -69,6 +79,10 @@ func dockerfile(im Image) string {
 	fmt.Fprintf(&b, "ENTRYPOINT [%s]\n", strings.Join(quoted, ", "))
 	return b.String()
 }
+
+// debianRelease is the Debian release the Dockerfiles' package base uses: the build
+// host's (bookworm), so both builders layer the same package versions.
+const debianRelease = "bookworm"
 
 // shellWords joins words for a POSIX shell, single-quoting those that need it.
 func shellWords(words []string) string {

@@ -29,17 +29,40 @@ type Image struct {
 	// Dockerfile is the file rendered for Docker users; empty for images only the local
 	// cluster needs.
 	Dockerfile string
+	// Vulkan builds the binary with the engine's Vulkan backend, which purego links to the
+	// C library's dlopen: the image must then carry the C library (Packages).
+	Vulkan bool
+	// Packages are Debian packages layered in with their dependencies (see debian.go);
+	// ExcludePackages are dependencies left out (a script's interpreter the image never
+	// runs).
+	Packages, ExcludePackages []string
+	// Env is the image's environment, NAME=VALUE.
+	Env []string
 }
 
 // nonRootUID is the unprivileged user every image runs as: the distroless "nonroot" user,
 // which the engine pods' securityContext names too.
 const nonRootUID = 65532
 
-// goBuildFlags are the `go build` flags of every image binary: static, reproducible paths,
-// no symbol tables. The images have no C library, so the engine's Vulkan backend (which
-// opens libvulkan.so.1 through the C library's dlopen) is left out with -tags novulkan:
-// these engines compute on the CPU, and say so when asked for a GPU.
-var goBuildFlags = []string{"-trimpath", "-tags=novulkan", "-ldflags=-s -w"}
+// goBuildFlags are the `go build` flags of an image binary: reproducible paths, no symbol
+// tables. An image without the C library leaves the engine's Vulkan backend (which opens
+// libvulkan.so.1 through the C library's dlopen) out with -tags novulkan, so its binary is
+// static: those engines compute on the CPU, and say so when asked for a GPU.
+func (im Image) goBuildFlags() []string {
+	if im.Vulkan {
+		return []string{"-trimpath", "-ldflags=-s -w"}
+	}
+	return []string{"-trimpath", "-tags=novulkan", "-ldflags=-s -w"}
+}
+
+// vulkanPackages are the Vulkan engine images' Debian packages: the C library, the Vulkan
+// loader, and the X11 and GLVND libraries NVIDIA's Vulkan driver (libGLX_nvidia, which the
+// NVIDIA container toolkit mounts with the graphics capability) links to.
+var vulkanPackages = []string{"libc6", "libvulkan1", "libx11-6", "libxext6", "libglvnd0"}
+
+// nvidiaCapabilities makes the NVIDIA container toolkit mount the Vulkan ICD and driver
+// (graphics) besides CUDA's (compute) and nvidia-smi (utility).
+const nvidiaCapabilities = "NVIDIA_DRIVER_CAPABILITIES=compute,utility,graphics"
 
 // images is the project's image set.
 var images = []Image{
@@ -60,6 +83,33 @@ var images = []Image{
 		Binary:      "/moe",
 		Ports:       []int{8000},
 		Dockerfile:  "Dockerfile.engine",
+	},
+	{
+		Name:        "engine-vulkan",
+		Ref:         "ghcr.io/moe-operator/moe-engine:dev-vulkan",
+		Description: "moe engine for GPU nodes: moe serve with its Vulkan backend, the C library and the Vulkan loader",
+		Package:     "./cmd/moe",
+		Binary:      "/moe",
+		Ports:       []int{8000},
+		Dockerfile:  "Dockerfile.engine-vulkan",
+		Vulkan:      true,
+		Packages:    vulkanPackages,
+		Env:         []string{nvidiaCapabilities},
+	},
+	{
+		// The Vulkan engine with Mesa's lavapipe, a Vulkan driver that runs on the CPU: the
+		// local cluster's emulated GPU nodes run the GPU code path with it. Not for
+		// production (lavapipe is a correctness vehicle, not fast).
+		Name:            "engine-lavapipe",
+		Ref:             "localhost/moe-operator/moe-engine:lavapipe",
+		Description:     "moe engine with its Vulkan backend on Mesa's lavapipe (CPU) driver, for tests",
+		Package:         "./cmd/moe",
+		Binary:          "/moe",
+		Ports:           []int{8000},
+		Vulkan:          true,
+		Packages:        append(append([]string(nil), vulkanPackages...), "mesa-vulkan-drivers"),
+		ExcludePackages: []string{"python3", "python3-minimal"},
+		Env:             []string{nvidiaCapabilities, "MESA_SHADER_CACHE_DISABLE=true"},
 	},
 	{
 		// The local cluster's sandbox image; containerd never pulls it.

@@ -3,14 +3,16 @@
 // (images.go).
 //
 //	go run ./hack/image build [--out DIR] [--ref NAME=REF]... [NAME...]
-//	    compile each image's static binary and write DIR/NAME.tar (docker-archive);
-//	    NAME is operator, engine or pause (default: operator engine)
+//	    compile each image's binary and write DIR/NAME.tar (docker-archive);
+//	    NAME is operator, engine, engine-vulkan, engine-lavapipe or pause (default:
+//	    operator engine)
 //	go run ./hack/image load --containerd-address SOCK [--out DIR] [NAME...]
 //	    import DIR/NAME.tar into containerd's k8s.io namespace with ctr
 //	go run ./hack/image load --kind CLUSTER [--out DIR] [NAME...]
 //	    load DIR/NAME.tar into a kind cluster's nodes
 //	go run ./hack/image dockerfiles [--check]
-//	    render Dockerfile.manager and Dockerfile.engine; --check fails when they are stale
+//	    render Dockerfile.manager, Dockerfile.engine and Dockerfile.engine-vulkan; --check
+//	    fails when they are stale
 //	go run ./hack/image refs [--ref NAME=REF]...
 //	    print NAME=REF lines
 package main
