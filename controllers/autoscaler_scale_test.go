@@ -166,7 +166,7 @@ func benchmarkCycle(b *testing.B, n int) {
 		},
 	})
 	r := &MixtralDeploymentReconciler{
-		Client: counted, EngineImage: envtestImage,
+		Client: counted, EngineImage: envtestImage, EngineGPUImage: envtestGPUImage,
 		Autoscaler: &Autoscaler{
 			Metrics: &HTTPMetrics{Addresser: h.pods}, Clock: h.clock,
 			afterPass: func(_ types.NamespacedName, d time.Duration) { scrapes = append(scrapes, d) },

@@ -88,7 +88,7 @@ var (
 	// engineStopGrace (its --shutdown-grace is 30 s) to finish the requests in flight.
 	endpointDrainSeconds = int64(5)
 	deploymentHistory    = int32(3)
-	engineManagedFlags   = []string{"--model", "--quantization", "--tensor-parallel", "--port", "--served-model-name", "--ctx-size", "--max-num-seqs", "--kv-cache-tokens"}
+	engineManagedFlags   = []string{"--model", "--quantization", "--tensor-parallel", "--port", "--served-model-name", "--ctx-size", "--max-num-seqs", "--kv-cache-tokens", "--device"}
 	defaultEnginePort    = int32(8000)
 	defaultResourceName  = corev1.ResourceName("nvidia.com/gpu")
 )
@@ -219,6 +219,7 @@ func (w workload) engineArgs() []string {
 		"--ctx-size", strconv.Itoa(int(w.contextSize())),
 		"--max-num-seqs", strconv.Itoa(int(w.plan.BatchSize)),
 		"--kv-cache-tokens", strconv.Itoa(int(w.kvCacheTokens())),
+		"--device", w.engineDevice(),
 	}
 	if w.cacheSpec() != nil {
 		// The loader Job filled the cache claim; the engine opens the pull from it offline.
@@ -228,6 +229,16 @@ func (w workload) engineArgs() []string {
 		args = append(args, "--api-key-file", apiKeyPath())
 	}
 	return append(args, w.obj.Spec.Engine.ExtraArgs...)
+}
+
+// engineDevice is the moe engine's --device: its Vulkan backend on GPU accelerators, so
+// that a pod granted GPUs computes on them or fails at load saying why (rather than
+// falling back to the CPU that it was not sized for), and the CPU otherwise.
+func (w workload) engineDevice() string {
+	if w.gpus() > 0 {
+		return "vulkan"
+	}
+	return "cpu"
 }
 
 // apiKeyRef is spec.engine.apiKeySecretRef with its key defaulted; nil without one.
@@ -362,11 +373,28 @@ func (w workload) env() []corev1.EnvVar {
 	}
 	if w.isVLLM() {
 		env = append(env, w.vllmEnv()...)
+	} else {
+		env = append(env, w.deviceEnv()...)
 	}
 	for _, e := range w.obj.Spec.Engine.Env {
 		env = append(env, *e.DeepCopy())
 	}
 	return env
+}
+
+// deviceEnv is what the NVIDIA container toolkit reads for the moe engine. A pod with
+// NVIDIA GPUs asks for the graphics capability too: the toolkit mounts the Vulkan driver
+// and its ICD file only with it. NVIDIA_VISIBLE_DEVICES is the device plugin's to set, to
+// the GPUs it granted. A pod without GPUs sets it to void, so that a node whose default
+// runtime is NVIDIA's exposes none to it.
+func (w workload) deviceEnv() []corev1.EnvVar {
+	switch {
+	case w.gpus() == 0:
+		return []corev1.EnvVar{{Name: "NVIDIA_VISIBLE_DEVICES", Value: "void"}}
+	case strings.HasPrefix(string(w.resourceName()), "nvidia.com/"):
+		return []corev1.EnvVar{{Name: "NVIDIA_DRIVER_CAPABILITIES", Value: "compute,utility,graphics"}}
+	}
+	return nil
 }
 
 // volumes are the model cache (the spec.model.cache claim, read-only, or an emptyDir that

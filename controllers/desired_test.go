@@ -161,6 +161,55 @@ func TestEngineArgs(t *testing.T) {
 	}
 }
 
+func TestDeviceArgsAndEnv(t *testing.T) {
+	tests := []struct {
+		name       string
+		obj        func() *servingv1alpha1.MixtralDeployment
+		wantDevice string
+		wantEnv    []corev1.EnvVar
+		noEnv      []string
+	}{
+		{
+			name:       "an NVIDIA GPU replica computes on its Vulkan device with the graphics capability (the ICD) mounted",
+			obj:        h100Preset,
+			wantDevice: "vulkan",
+			wantEnv:    []corev1.EnvVar{{Name: "NVIDIA_DRIVER_CAPABILITIES", Value: "compute,utility,graphics"}},
+			noEnv:      []string{"NVIDIA_VISIBLE_DEVICES"},
+		},
+		{
+			name: "another vendor's GPUs run Vulkan too, without NVIDIA's settings",
+			obj: func() *servingv1alpha1.MixtralDeployment {
+				o := h100Preset()
+				o.Spec.Accelerator.ResourceName = "amd.com/gpu"
+				return o
+			},
+			wantDevice: "vulkan",
+			noEnv:      []string{"NVIDIA_VISIBLE_DEVICES", "NVIDIA_DRIVER_CAPABILITIES"},
+		},
+		{
+			name:       "a cpu replica computes on the CPU and is shown no GPU by NVIDIA's runtime",
+			obj:        tinyCPU,
+			wantDevice: "cpu",
+			wantEnv:    []corev1.EnvVar{{Name: "NVIDIA_VISIBLE_DEVICES", Value: "void"}},
+			noEnv:      []string{"NVIDIA_DRIVER_CAPABILITIES"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			g := NewWithT(t)
+			w := plannedWorkload(t, tt.obj())
+			c := desiredDeployment(w).Spec.Template.Spec.Containers[0]
+			g.Expect(flagValue(c.Args, "--device")).To(Equal(tt.wantDevice))
+			for _, e := range tt.wantEnv {
+				g.Expect(c.Env).To(ContainElement(e))
+			}
+			for _, n := range tt.noEnv {
+				g.Expect(c.Env).NotTo(ContainElement(HaveField("Name", n)))
+			}
+		})
+	}
+}
+
 func TestResources(t *testing.T) {
 	gpu := corev1.ResourceName("nvidia.com/gpu")
 	tests := []struct {

@@ -113,7 +113,7 @@ func TestEnvtestCreateGPUDeployment(t *testing.T) {
 	g.Expect(c.Resources.Limits.Cpu().IsZero()).To(BeFalse())
 	g.Expect(c.Resources.Limits.Memory().IsZero()).To(BeFalse())
 	g.Expect(*d.Spec.Replicas).To(Equal(plan.Replicas))
-	g.Expect(c.Image).To(Equal(envtestImage))
+	g.Expect(c.Image).To(Equal(envtestGPUImage), "GPU accelerators run the Vulkan engine image")
 	g.Expect(c.Args).To(Equal([]string{
 		"serve",
 		"--model", "hf://mistralai/Mixtral-8x7B-Instruct-v0.1",
@@ -124,8 +124,10 @@ func TestEnvtestCreateGPUDeployment(t *testing.T) {
 		"--ctx-size", "32768",
 		"--max-num-seqs", strconv.Itoa(int(plan.BatchSize)),
 		"--kv-cache-tokens", strconv.Itoa(int(max(plan.BatchSize*(1000+250), 32768))),
+		"--device", "vulkan",
 	}))
 	g.Expect(c.Env).To(ContainElement(HaveField("Name", "HF_TOKEN")))
+	g.Expect(c.Env).To(ContainElement(corev1.EnvVar{Name: "NVIDIA_DRIVER_CAPABILITIES", Value: "compute,utility,graphics"}))
 
 	pod := d.Spec.Template.Spec
 	g.Expect(pod.NodeSelector).To(Equal(map[string]string{"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}))
@@ -501,7 +503,7 @@ func TestEnvtestOwnershipAndIdempotence(t *testing.T) {
 	// The API server drops no-op updates without a new resourceVersion, so the writes are
 	// also counted at the client: a second pass must not even send one.
 	counting, writes := writeRecordingClient(g)
-	direct := &MixtralDeploymentReconciler{Client: counting, EngineImage: envtestImage}
+	direct := &MixtralDeploymentReconciler{Client: counting, EngineImage: envtestImage, EngineGPUImage: envtestGPUImage}
 	for range 2 {
 		res, err := direct.Reconcile(ctx, ctrl.Request{NamespacedName: types.NamespacedName{Namespace: ns, Name: obj.Name}})
 		g.Expect(err).NotTo(HaveOccurred())

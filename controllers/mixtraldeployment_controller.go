@@ -43,9 +43,12 @@ type MixtralDeploymentReconciler struct {
 	client.Client
 	// Recorder records events on MixtralDeployments.
 	Recorder events.EventRecorder
-	// EngineImage is the moe engine image used when spec.engine.image is empty, and the
-	// model loader's image.
+	// EngineImage is the moe engine image used on the cpu accelerator when
+	// spec.engine.image is empty, and the vllm runtime's model loader image.
 	EngineImage string
+	// EngineGPUImage is the moe engine image for GPU accelerators when spec.engine.image is
+	// empty: the engine with its Vulkan backend and the Vulkan loader; "" means EngineImage.
+	EngineGPUImage string
 	// VLLMImage is the image of the vllm runtime when spec.engine.image is empty; ""
 	// means DefaultVLLMImage.
 	VLLMImage string
@@ -218,8 +221,11 @@ func (r *MixtralDeploymentReconciler) reconcilePlan(ctx context.Context, s *scop
 	plan := statusPlan(res.Plan)
 	s.obj.Status.Plan = plan
 	image := r.EngineImage
-	if engineRuntime(s.obj.Spec) == servingv1alpha1.RuntimeVLLM {
+	switch {
+	case engineRuntime(s.obj.Spec) == servingv1alpha1.RuntimeVLLM:
 		image = cmp.Or(r.VLLMImage, DefaultVLLMImage)
+	case s.obj.Spec.Accelerator.Type != servingv1alpha1.AcceleratorCPU:
+		image = cmp.Or(r.EngineGPUImage, r.EngineImage)
 	}
 	s.workload = &workload{obj: s.obj, plan: *plan, model: req.Model, accelerator: req.Accelerator,
 		image: image, moeImage: r.EngineImage}

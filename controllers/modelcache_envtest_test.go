@@ -334,7 +334,7 @@ func expectNoWrites(t *testing.T, ns, name string) {
 	t.Helper()
 	g := NewWithT(t)
 	counting, writes := writeRecordingClient(g)
-	r := &MixtralDeploymentReconciler{Client: counting, EngineImage: envtestImage, Progress: fedPullOutput, PodReader: counting}
+	r := &MixtralDeploymentReconciler{Client: counting, EngineImage: envtestImage, EngineGPUImage: envtestGPUImage, Progress: fedPullOutput, PodReader: counting}
 	// The manager may still be finishing its own pass; wait until a pass finds nothing to do.
 	eventually(t, func(g Gomega) {
 		*writes = nil

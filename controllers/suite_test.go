@@ -50,7 +50,10 @@ var (
 	solveCalls sync.Map // accelerator name -> *atomic.Int64
 )
 
-const envtestImage = "example.com/moe-engine:envtest"
+const (
+	envtestImage    = "example.com/moe-engine:envtest"
+	envtestGPUImage = "example.com/moe-engine:envtest-vulkan"
+)
 
 func TestMain(m *testing.M) {
 	utilruntime.Must(clientgoscheme.AddToScheme(testScheme))
@@ -109,8 +112,9 @@ func startEnvironment() (func(), error) {
 	r := &MixtralDeploymentReconciler{
 		Client:      mgr.GetClient(),
 		Recorder:    mgr.GetEventRecorder("moe-operator"),
-		EngineImage: envtestImage,
-		Solve:       countingSolve,
+		EngineImage:    envtestImage,
+		EngineGPUImage: envtestGPUImage,
+		Solve:          countingSolve,
 		// Loader pods never run in envtest: tests write their status and feed the lines
 		// `moe pull` would print (modelcache_envtest_test.go).
 		Progress:         fedPullOutput,

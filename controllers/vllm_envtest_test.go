@@ -58,7 +58,7 @@ func TestEnvtestVLLMDeploymentRunsTheOpenAIServerWithThePlansArguments(t *testin
 		c := engineContainer(get(g, ns, obj.Name, &appsv1.Deployment{}))
 		g.Expect(c.Command).To(BeEmpty())
 		g.Expect(c.Args[0]).To(Equal("serve"))
-		g.Expect(c.Image).To(Equal(envtestImage))
+		g.Expect(c.Image).To(Equal(envtestGPUImage))
 	})
 }
 

@@ -32,6 +32,10 @@ import (
 // builds stamp it with -ldflags "-X main.defaultEngineImage=...".
 var defaultEngineImage = "ghcr.io/moe-operator/moe-engine:dev"
 
+// defaultEngineGPUImage is the engine image with the Vulkan backend, for GPU accelerators;
+// release builds stamp it like defaultEngineImage.
+var defaultEngineGPUImage = "ghcr.io/moe-operator/moe-engine:dev-vulkan"
+
 // leaderElectionID names the Lease the manager replicas compete for.
 const leaderElectionID = "moe-operator.serving.moe-operator.io"
 
@@ -40,14 +44,15 @@ type options struct {
 	metricsAddr string
 	// metricsSecure serves /metrics over HTTPS to callers the API server authenticates
 	// (TokenReview) and authorizes (SubjectAccessReview: get on the /metrics URL).
-	metricsSecure bool
-	probeAddr     string
-	leaderElect   bool
-	leaderElectNS string
-	logLevel      zapcore.Level
-	logFormat     string
-	engineImage   string
-	vllmImage     string
+	metricsSecure  bool
+	probeAddr      string
+	leaderElect    bool
+	leaderElectNS  string
+	logLevel       zapcore.Level
+	logFormat      string
+	engineImage    string
+	engineGPUImage string
+	vllmImage      string
 	// inferencePools and endpointPicker render an InferencePool per MixtralDeployment.
 	inferencePools bool
 	endpointPicker *controllers.EndpointPicker
@@ -74,7 +79,9 @@ func parseFlags(args []string, output io.Writer) (options, error) {
 	level := fs.String("log-level", "info", "Log level: debug, info, warn or error.")
 	fs.StringVar(&o.logFormat, "log-format", "json", "Log format: json or console.")
 	fs.StringVar(&o.engineImage, "engine-image", defaultEngineImage,
-		"Engine image for MixtralDeployments whose spec.engine.image is empty.")
+		"Engine image for MixtralDeployments on the cpu accelerator whose spec.engine.image is empty (static, no Vulkan backend).")
+	fs.StringVar(&o.engineGPUImage, "engine-gpu-image", defaultEngineGPUImage,
+		"Engine image for MixtralDeployments on GPU accelerators whose spec.engine.image is empty: the engine with its Vulkan backend and the Vulkan loader.")
 	fs.StringVar(&o.vllmImage, "vllm-image", controllers.DefaultVLLMImage,
 		"vLLM image for MixtralDeployments with spec.engine.runtime vllm whose spec.engine.image is empty.")
 	fs.BoolVar(&o.inferencePools, "inference-pools", false,
@@ -97,6 +104,9 @@ func parseFlags(args []string, output io.Writer) (options, error) {
 	}
 	if o.engineImage == "" {
 		return o, errors.New("-engine-image must not be empty")
+	}
+	if o.engineGPUImage == "" {
+		return o, errors.New("-engine-gpu-image must not be empty")
 	}
 	var err error
 	if o.endpointPicker, err = controllers.ParseEndpointPicker(*picker); err != nil {
@@ -163,10 +173,11 @@ func run(o options) error {
 		return fmt.Errorf("creating the Kubernetes clientset: %w", err)
 	}
 	r := &controllers.MixtralDeploymentReconciler{
-		Client:      mgr.GetClient(),
-		Recorder:    mgr.GetEventRecorder("moe-operator"),
-		EngineImage: o.engineImage,
-		VLLMImage:   o.vllmImage,
+		Client:         mgr.GetClient(),
+		Recorder:       mgr.GetEventRecorder("moe-operator"),
+		EngineImage:    o.engineImage,
+		EngineGPUImage: o.engineGPUImage,
+		VLLMImage:      o.vllmImage,
 		// InferencePools for Gateway API Inference Extension users.
 		InferencePools: o.inferencePools,
 		EndpointPicker: o.endpointPicker,
@@ -185,7 +196,7 @@ func run(o options) error {
 	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
 		return fmt.Errorf("adding the readiness check: %w", err)
 	}
-	log.Info("starting manager", "engineImage", o.engineImage, "vllmImage", o.vllmImage, "leaderElection", o.leaderElect,
+	log.Info("starting manager", "engineImage", o.engineImage, "engineGPUImage", o.engineGPUImage, "vllmImage", o.vllmImage, "leaderElection", o.leaderElect,
 		"metrics", o.metricsAddr, "metricsSecure", o.metricsSecure, "probes", o.probeAddr)
 	return mgr.Start(ctrl.SetupSignalHandler())
 }

@@ -33,6 +33,7 @@ func TestParseFlags(t *testing.T) {
 				g.Expect(o.leaderElect).To(BeFalse())
 				g.Expect(o.logLevel).To(Equal(zapcore.InfoLevel))
 				g.Expect(o.engineImage).To(Equal(defaultEngineImage))
+				g.Expect(o.engineGPUImage).To(Equal(defaultEngineGPUImage))
 				g.Expect(o.vllmImage).To(Equal(controllers.DefaultVLLMImage))
 				g.Expect(o.autoscalerSyncPeriod).To(Equal(10 * time.Second))
 			},
@@ -41,12 +42,12 @@ func TestParseFlags(t *testing.T) {
 			name: "every flag is honoured",
 			args: []string{"-metrics-bind-address=:9443", "-metrics-secure=false", "-health-probe-bind-address=:9090",
 				"-leader-elect", "-leader-election-namespace=moe-system", "-log-level=debug", "-log-format=console",
-				"-engine-image=example.com/moe:1", "-vllm-image=example.com/vllm:2", "-autoscaler-sync-period=5s"},
+				"-engine-image=example.com/moe:1", "-engine-gpu-image=example.com/moe:1-vulkan", "-vllm-image=example.com/vllm:2", "-autoscaler-sync-period=5s"},
 			want: func(g Gomega, o options) {
 				g.Expect(o).To(Equal(options{
 					metricsAddr: ":9443", metricsSecure: false, probeAddr: ":9090", leaderElect: true,
 					leaderElectNS: "moe-system", logLevel: zapcore.DebugLevel, logFormat: "console",
-					engineImage: "example.com/moe:1", vllmImage: "example.com/vllm:2", autoscalerSyncPeriod: 5 * time.Second,
+					engineImage: "example.com/moe:1", engineGPUImage: "example.com/moe:1-vulkan", vllmImage: "example.com/vllm:2", autoscalerSyncPeriod: 5 * time.Second,
 				}))
 			},
 		},
@@ -63,6 +64,7 @@ func TestParseFlags(t *testing.T) {
 		{name: "panic levels are refused", args: []string{"-log-level=fatal"}, wantErr: "want debug, info, warn or error"},
 		{name: "an unknown log format is refused", args: []string{"-log-format=xml"}, wantErr: "want json or console"},
 		{name: "an empty engine image is refused", args: []string{"-engine-image="}, wantErr: "must not be empty"},
+		{name: "an empty GPU engine image is refused", args: []string{"-engine-gpu-image="}, wantErr: "must not be empty"},
 		{name: "a sync period under a second is refused", args: []string{"-autoscaler-sync-period=100ms"}, wantErr: "want at least 1s"},
 		{name: "positional arguments are refused", args: []string{"extra"}, wantErr: "unexpected arguments"},
 	}

@@ -200,7 +200,7 @@ func TestTemplateDefaults(t *testing.T) {
 	if c.Image != "ghcr.io/moe-operator/moe-operator:0.1.0" {
 		t.Errorf("image %q, want the appVersion tag", c.Image)
 	}
-	for _, arg := range []string{"--leader-elect", "--leader-election-namespace=" + namespace, "--engine-image=ghcr.io/moe-operator/moe-engine:0.1.0", "--health-probe-bind-address=:8081", "--metrics-bind-address=:8443", "--metrics-secure=true"} {
+	for _, arg := range []string{"--leader-elect", "--leader-election-namespace=" + namespace, "--engine-image=ghcr.io/moe-operator/moe-engine:0.1.0", "--engine-gpu-image=ghcr.io/moe-operator/moe-engine:0.1.0-vulkan", "--health-probe-bind-address=:8081", "--metrics-bind-address=:8443", "--metrics-secure=true"} {
 		if !slices.Contains(c.Args, arg) {
 			t.Errorf("args %v lack %s", c.Args, arg)
 		}
@@ -285,6 +285,9 @@ func TestTemplateAllFeatures(t *testing.T) {
 	c := dep.Spec.Template.Spec.Containers[0]
 	if !slices.Contains(c.Args, "--engine-image=registry.example.com/moe-engine:1.2.3") {
 		t.Errorf("args %v lack the engineImage value", c.Args)
+	}
+	if !slices.Contains(c.Args, "--engine-gpu-image=registry.example.com/moe-engine:1.2.3-vulkan") {
+		t.Errorf("args %v lack the engineGPUImage value", c.Args)
 	}
 	if !slices.Contains(c.Args, "--metrics-bind-address=:9090") || c.Ports[0].ContainerPort != 9090 || c.Ports[1].ContainerPort != 9091 {
 		t.Errorf("ports %v, args %v", c.Ports, c.Args)

@@ -38,6 +38,11 @@ app.kubernetes.io/component: manager
 {{- .Values.engineImage | default (printf "ghcr.io/moe-operator/moe-engine:%s" .Chart.AppVersion) -}}
 {{- end -}}
 
+{{/* The GPU engine image: engineGPUImage, or the project's Vulkan engine image at the chart's appVersion. */}}
+{{- define "moe-operator.engineGPUImage" -}}
+{{- .Values.engineGPUImage | default (printf "ghcr.io/moe-operator/moe-engine:%s-vulkan" .Chart.AppVersion) -}}
+{{- end -}}
+
 {{/* Name of the metrics port: https behind the authentication filter, else http. */}}
 {{- define "moe-operator.metricsPortName" -}}
 {{- if .Values.metrics.secure -}}https{{- else -}}http{{- end -}}
