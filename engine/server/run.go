@@ -109,8 +109,13 @@ func Run(ctx context.Context, c RunConfig) error {
 		return err
 	}
 	cfg := sch.Config()
-	log.Info("ready", "model", c.ModelName, "load_seconds", time.Since(start).Seconds(), "context", cfg.Context,
-		"kv_cache_tokens", sch.KVCacheTokens(), "max_model_len", sch.MaxSequence(), "max_num_seqs", cfg.MaxNumSeqs, "max_batched_tokens", cfg.MaxBatchedTokens)
+	attrs := []any{"model", c.ModelName, "load_seconds", time.Since(start).Seconds(), "context", cfg.Context,
+		"kv_cache_tokens", sch.KVCacheTokens(), "max_model_len", sch.MaxSequence(), "max_num_seqs", cfg.MaxNumSeqs, "max_batched_tokens", cfg.MaxBatchedTokens}
+	if name, mem, ok := sch.Device(); ok {
+		// Ready means the weights and the KV cache are in this device's memory.
+		attrs = append(attrs, "device", name, "device_memory_used_bytes", mem.Used, "device_memory_budget_bytes", mem.Budget)
+	}
+	log.Info("ready", attrs...)
 
 	select {
 	case <-ctx.Done():
