@@ -27,7 +27,8 @@ type Prediction struct {
 // and batch size batch, with the efficiency factors Solve would use (the
 // runtime's profile, or req.Calibration). It
 // ignores the targets' bounds and req.Overrides, and does not check memory.
-// Errors wrap ErrInvalidRequest, ErrUnknownQuantization or
+// Errors wrap ErrInvalidRequest (also for a precision the runtime has no
+// kernels for, such as FP8 on moe), ErrUnknownQuantization or
 // ErrInvalidCalibration.
 func Predict(req Request, q Quantization, tp, pp, batch int) (Prediction, error) {
 	req = req.withDefaults()
@@ -43,6 +44,9 @@ func Predict(req Request, q Quantization, tp, pp, batch int) (Prediction, error)
 	rt, err := RuntimeByName(req.Runtime)
 	if err != nil {
 		return Prediction{}, err
+	}
+	if !rt.computes(q) {
+		return Prediction{}, rt.kernelError(q)
 	}
 	effs, err := efficiencies(req, rt)
 	if err != nil {

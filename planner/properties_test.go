@@ -54,6 +54,12 @@ func (s scenario) request(t testing.TB, target float64, itl time.Duration) Reque
 	}}
 }
 
+// moeRuntime is the catalog's moe profile, which the grid plans with.
+func moeRuntime(t testing.TB) Runtime {
+	t.Helper()
+	return mustRuntime(t, RuntimeMoE)
+}
+
 // solveOrInfeasible returns the result, failing the test on any error other
 // than ErrInfeasible.
 func solveOrInfeasible(t *testing.T, req Request) (Result, bool) {
@@ -117,7 +123,7 @@ func TestTighterITLNeverPutsMoreSequencesInFlight(t *testing.T) {
 // ITL), below.
 func TestTighterITLNeverGetsALargerBatch(t *testing.T) {
 	for _, s := range scenarios() {
-		for _, q := range Quantizations() {
+		for _, q := range moeRuntime(t).Kernels {
 			for _, tp := range tensorParallelCandidates {
 				for _, target := range propertyTargets {
 					prevBatch := 0
@@ -174,7 +180,7 @@ func TestInt4IsChosenOnlyWhenItSavesGPUsOrIsNeeded(t *testing.T) {
 					continue
 				}
 				chosen++
-				for _, q := range []Quantization{BF16, FP8, Int8} {
+				for _, q := range []Quantization{BF16, Int8} {
 					pinned := req
 					pinned.Overrides.Quantization = q
 					alt, ok := solveOrInfeasible(t, pinned)

@@ -83,12 +83,24 @@ func gptFastRequest(t testing.TB, row publishedRow) Request {
 	}
 }
 
-// predict returns the planner's per-replica output rate for a request.
+// referenceRuntime is the engines the published rows measured (TensorRT-LLM,
+// gpt-fast) as the performance model sees them: every precision, with the
+// GPU defaults (defaultEfficiency) and no per-accelerator profile. The rows
+// test those defaults, not a catalog runtime: moe has its own GPU profiles
+// and no FP8 kernels.
+var referenceRuntime = Runtime{Name: "reference", MaxNodesPerReplica: 1, Quantizations: Quantizations()}
+
+// predict returns the planner's per-replica output rate for a request under
+// referenceRuntime.
 func predict(t testing.TB, req Request) float64 {
 	t.Helper()
-	res, err := Solve(req)
+	req = req.withDefaults()
+	if err := req.validateShape(); err != nil {
+		t.Fatalf("validate: %v", err)
+	}
+	res, err := solve(req, referenceRuntime)
 	if err != nil {
-		t.Fatalf("Solve: %v", err)
+		t.Fatalf("solve: %v", err)
 	}
 	return res.Plan.OutputTokensPerSecondPerReplica
 }

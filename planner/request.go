@@ -92,8 +92,22 @@ func (r Request) withDefaults() Request {
 	return r
 }
 
-// validate checks a request after withDefaults.
+// validate checks a request after withDefaults, under its runtime.
 func (r Request) validate() error {
+	if err := r.validateShape(); err != nil {
+		return err
+	}
+	rt, err := RuntimeByName(r.Runtime)
+	if err != nil {
+		return err
+	}
+	return r.validateRuntime(rt)
+}
+
+// validateShape checks what does not depend on the runtime: the model, the
+// accelerator, the targets, the overrides' values and the calibration's
+// accelerator.
+func (r Request) validateShape() error {
 	if err := r.Model.Validate(); err != nil {
 		return err
 	}
@@ -130,15 +144,20 @@ func (r Request) validate() error {
 	if tp := r.Overrides.TensorParallelism; tp < 0 {
 		return fmt.Errorf("%w: tensor parallelism must be positive, got %d", ErrInvalidRequest, tp)
 	}
-	rt, err := RuntimeByName(r.Runtime)
-	if err != nil {
-		return err
+	if c := r.Calibration; c != nil && c.Accelerator != "" && c.Accelerator != r.Accelerator.Name {
+		return fmt.Errorf("%w: calibration was measured on %q, not %q", ErrInvalidCalibration, c.Accelerator, r.Accelerator.Name)
+	}
+	return nil
+}
+
+// validateRuntime checks the request against rt: a pinned precision the
+// runtime has kernels for, and a GPU for a runtime other than moe.
+func (r Request) validateRuntime(rt Runtime) error {
+	if q := r.Overrides.Quantization; q != Auto && !rt.computes(q) {
+		return rt.kernelError(q)
 	}
 	if rt.Name != RuntimeMoE && r.Accelerator.ResourceName == "" {
 		return fmt.Errorf("%w: the %s runtime runs on GPUs; %s is served by the moe runtime", ErrInvalidRequest, rt.Name, r.Accelerator.Name)
-	}
-	if c := r.Calibration; c != nil && c.Accelerator != "" && c.Accelerator != r.Accelerator.Name {
-		return fmt.Errorf("%w: calibration was measured on %q, not %q", ErrInvalidCalibration, c.Accelerator, r.Accelerator.Name)
 	}
 	return nil
 }

@@ -2,6 +2,8 @@ package planner
 
 import (
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 )
 
@@ -18,11 +20,33 @@ type Runtime struct {
 	// weights; weights stored quantized (Overrides.MaxPrecision) are served
 	// at their own precision when the runtime reads that format.
 	Quantizations []Quantization `json:"quantizations"`
-	// Efficiency holds the runtime's factors per precision on GPUs; a missing
-	// precision takes the accelerator's default. Accelerators with their own
-	// factors (the cpu profile) keep them.
+	// Kernels are the precisions the runtime computes in at all, whatever
+	// the weights are stored as; nil means every precision. Pinning one
+	// outside it is an invalid request.
+	Kernels []Quantization `json:"kernels,omitempty"`
+	// Profiles holds the runtime's own factors per accelerator name. They
+	// come after the accelerator's own entry (the cpu profile) and before
+	// Efficiency.
+	Profiles map[string]Profile `json:"profiles,omitempty"`
+	// Efficiency holds the runtime's factors per precision on GPUs without
+	// a profile; a missing precision takes the GPU default
+	// (DefaultEfficiency).
 	Efficiency map[Quantization]Efficiency `json:"efficiency,omitempty"`
 	// Source says where the factors come from.
+	Source string `json:"source"`
+}
+
+// Profile is a runtime's efficiency factors on one accelerator and where
+// they come from.
+type Profile struct {
+	// Efficiency holds the factors per precision; a missing precision takes
+	// the runtime-wide factors.
+	Efficiency map[Quantization]Efficiency `json:"efficiency"`
+	// Calibrated is true when the factors were fitted to measurements of
+	// the runtime on the accelerator, false when they are assumed.
+	Calibrated bool `json:"calibrated"`
+	// Source says where the factors come from and, for assumed ones, how
+	// to measure them.
 	Source string `json:"source"`
 }
 
@@ -44,16 +68,22 @@ const (
 // each node runs one pipeline stage of a full node's tensor-parallel group.
 var pipelineCandidates = []int{1, 2, 4}
 
-// runtimes is the catalog. moe keeps the defaults fitted to TensorRT-LLM and
-// gpt-fast (defaultEfficiency): its GPU kernels aim at the same rooflines.
-// vllm's factors are fitted to published vLLM Mixtral-8x7B results; see
-// docs/planner.md and TestPublishedVLLMThroughput.
+// runtimes is the catalog. moe has its own assumed profiles per GPU
+// (moeProfiles) and no FP8 kernels; vllm's factors are fitted to published
+// vLLM Mixtral-8x7B results; see docs/planner.md and
+// TestPublishedVLLMThroughput.
 var runtimes = []Runtime{
 	{
 		Name:               RuntimeMoE,
 		MaxNodesPerReplica: 1,
-		Quantizations:      []Quantization{BF16, FP8, Int8, Int4},
-		Source:             "the GPU defaults (TensorRT-LLM v0.14 and gpt-fast Mixtral-8x7B figures)",
+		// The engine has no FP8 kernels on any backend: its CPU backend
+		// runs --quantization fp8 as Q8_0 and its Vulkan shaders are Q8_0,
+		// Q4_0 and 16-bit float. Int8 takes the same memory.
+		Quantizations: []Quantization{BF16, Int8, Int4},
+		Kernels:       []Quantization{BF16, Int8, Int4},
+		Profiles:      moeProfiles,
+		Source: "assumed per-GPU profiles for the Vulkan backend (not calibrated on a device); " +
+			"GPUs without one take the GPU defaults (TensorRT-LLM v0.14 and gpt-fast Mixtral-8x7B figures)",
 	},
 	{
 		Name:               RuntimeVLLM,
@@ -74,7 +104,7 @@ func RuntimeByName(name string) (Runtime, error) {
 	}
 	for _, r := range runtimes {
 		if r.Name == name {
-			return r, nil
+			return r.clone(), nil
 		}
 	}
 	return Runtime{}, fmt.Errorf("%w: unknown runtime %q (known: %v)", ErrInvalidRequest, name, RuntimeNames())
@@ -90,30 +120,124 @@ func RuntimeNames() []string {
 	return names
 }
 
+// AcceleratorProfile returns the runtime's own profile for the named
+// accelerator; ok is false when it has none, and the accelerator then takes
+// the runtime-wide factors or the GPU defaults.
+func (r Runtime) AcceleratorProfile(accelerator string) (p Profile, ok bool) {
+	p, ok = r.Profiles[accelerator]
+	return p, ok
+}
+
+// computes reports whether the runtime has kernels for q.
+func (r Runtime) computes(q Quantization) bool {
+	return r.Kernels == nil || slices.Contains(r.Kernels, q)
+}
+
+// kernelError explains a pinned precision the runtime cannot compute in.
+func (r Runtime) kernelError(q Quantization) error {
+	hint := fmt.Sprintf("pin one of %v", r.Kernels)
+	if q == FP8 {
+		hint = "pin Int8, which takes the same memory (1.06 bytes per weight), or use the vllm runtime, which runs FP8"
+	}
+	return fmt.Errorf("%w: the %s engine has no %s kernels; %s", ErrInvalidRequest, r.Name, q, hint)
+}
+
 // serves reports whether the runtime can serve q, given weights stored at
 // stored ("" or Auto: full precision).
 func (r Runtime) serves(q Quantization, stored Quantization) bool {
+	if !r.computes(q) {
+		return false
+	}
 	if stored != "" && stored != Auto && stored != BF16 && q == stored {
 		return true
 	}
-	for _, s := range r.Quantizations {
-		if s == q {
-			return true
-		}
-	}
-	return false
+	return slices.Contains(r.Quantizations, q)
 }
 
 // efficiency is the runtime's factor for q on a: the accelerator's own
-// entry first, then the runtime's, then the GPU default.
+// entry first, then the runtime's profile for a, then the runtime-wide
+// factors, then the GPU default.
 func (r Runtime) efficiency(a Accelerator, q Quantization) Efficiency {
 	if e, ok := a.Efficiency[q]; ok && e.valid() {
+		return e
+	}
+	if e, ok := r.Profiles[a.Name].Efficiency[q]; ok && e.valid() {
 		return e
 	}
 	if e, ok := r.Efficiency[q]; ok && e.valid() {
 		return e
 	}
 	return defaultEfficiency[q]
+}
+
+// clone copies r so callers cannot mutate the catalog's slices and maps.
+func (r Runtime) clone() Runtime {
+	r.Quantizations = slices.Clone(r.Quantizations)
+	r.Kernels = slices.Clone(r.Kernels)
+	r.Efficiency = maps.Clone(r.Efficiency)
+	if r.Profiles != nil {
+		profiles := make(map[string]Profile, len(r.Profiles))
+		for name, p := range r.Profiles {
+			p.Efficiency = maps.Clone(p.Efficiency)
+			profiles[name] = p
+		}
+		r.Profiles = profiles
+	}
+	return r
+}
+
+// The moe engine's Vulkan backend on NVIDIA GPUs, ASSUMED: no GPU run has
+// calibrated these factors (docs/planner.md, "The moe engine on GPUs").
+// They describe a first Vulkan compute backend whose matrix-vector shaders
+// (engine/gpu/shaders/matmul.comp) read Q8_0, Q4_0 or 16-bit float weights
+// and accumulate on the shader ALUs, with no tensor cores (no cooperative
+// matrix), and are chosen to err slow:
+//
+//   - Bandwidth: batch-1 decode streams weights at about 0.45 of the
+//     datasheet bandwidth, below the 0.58 of TensorRT-LLM's tuned kernels:
+//     one dispatch per matrix, 64-invocation workgroups and a barrier
+//     between dispatches leave the memory system idle part of each step.
+//   - Compute: prefill and large batches run on the FP32 (non-tensor)
+//     ALUs, while the planner's compute rate is the accelerator's tensor
+//     rate (BF16FLOPS for BF16, Int8OPS for Int8 and Int4). The factor is
+//     the datasheet FP32 rate over that tensor rate, times 0.6 achieved:
+//     H100 SXM 67 TFLOPS FP32 against 989 BF16 is 0.068, so 0.041.
+//
+// FP8 has no entry: the engine has no FP8 kernels (Runtime.Kernels).
+var moeProfiles = map[string]Profile{
+	// H100 SXM5: 67 TFLOPS FP32; 989.4 BF16, 1,978.9 INT8 dense.
+	"h100-80gb": assumedVulkanProfile(67*tf, 989.4*tf, 1978.9*tf),
+	// H200 SXM: the H100's die and clocks, 67 TFLOPS FP32.
+	"h200": assumedVulkanProfile(67*tf, 989.4*tf, 1978.9*tf),
+	// A100 SXM4: 19.5 TFLOPS FP32; 312 BF16, 624 INT8 dense.
+	"a100-80gb": assumedVulkanProfile(19.5*tf, 312*tf, 624*tf),
+	"a100-40gb": assumedVulkanProfile(19.5*tf, 312*tf, 624*tf),
+	// L40S: 91.6 TFLOPS FP32; 362 BF16, 733 INT8 dense.
+	"l40s": assumedVulkanProfile(91.6*tf, 362.05*tf, 733*tf),
+	// L4: 30.3 TFLOPS FP32; 121 BF16, 242.5 INT8 dense.
+	"l4": assumedVulkanProfile(30.3*tf, 121*tf, 242.5*tf),
+}
+
+// Assumed Vulkan-backend figures (see moeProfiles).
+const (
+	vulkanBandwidth   = 0.45
+	vulkanALUAchieved = 0.6
+	vulkanSource      = "assumed; not calibrated on a device — run hack/gpu-check.sh then hack/calibrate-gpu " +
+		"(a Vulkan backend without tensor cores: bandwidth 0.45, compute 0.6 × FP32 rate / tensor rate)"
+)
+
+// assumedVulkanProfile is the moe engine's assumed profile on a GPU whose
+// datasheet FP32 (non-tensor) rate is fp32 and whose dense tensor rates are
+// bf16 and int8, all in FLOP/s (OP/s).
+func assumedVulkanProfile(fp32, bf16, int8 float64) Profile {
+	return Profile{
+		Efficiency: map[Quantization]Efficiency{
+			BF16: {Bandwidth: vulkanBandwidth, Compute: vulkanALUAchieved * fp32 / bf16},
+			Int8: {Bandwidth: vulkanBandwidth, Compute: vulkanALUAchieved * fp32 / int8},
+			Int4: {Bandwidth: vulkanBandwidth, Compute: vulkanALUAchieved * fp32 / int8},
+		},
+		Source: vulkanSource,
+	}
 }
 
 // vllmEfficiency is fitted to the published vLLM Mixtral figures in

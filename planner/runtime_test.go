@@ -2,6 +2,7 @@ package planner
 
 import (
 	"errors"
+	"math"
 	"strings"
 	"testing"
 )
@@ -126,4 +127,151 @@ func mustAcc(t testing.TB, name string) Accelerator {
 		t.Fatal(err)
 	}
 	return a
+}
+
+func TestTheMoERuntimeHasAnAssumedProfileOnEachGPU(t *testing.T) {
+	moe, vllm := moeRuntime(t), mustRuntime(t, RuntimeVLLM)
+	for _, name := range []string{"h100-80gb", "h200", "a100-80gb", "l4"} {
+		t.Run(name, func(t *testing.T) {
+			p, ok := moe.AcceleratorProfile(name)
+			if !ok {
+				t.Fatalf("moe has no profile for %s", name)
+			}
+			if p.Calibrated {
+				t.Error("the profile says it is calibrated; no GPU run has measured it")
+			}
+			for _, want := range []string{"assumed; not calibrated on a device", "hack/gpu-check.sh", "hack/calibrate-gpu"} {
+				if !strings.Contains(p.Source, want) {
+					t.Errorf("source %q does not say %q", p.Source, want)
+				}
+			}
+			if _, ok := p.Efficiency[FP8]; ok {
+				t.Error("the profile has FP8 factors; the engine has no FP8 kernels")
+			}
+			a := mustAcc(t, name)
+			for _, q := range []Quantization{BF16, Int8, Int4} {
+				e, ok := p.Efficiency[q]
+				if !ok || !e.valid() {
+					t.Errorf("%s factors %+v are missing or outside (0, 1]", q, e)
+				}
+				if got := moe.efficiency(a, q); got != e {
+					t.Errorf("moe plans %s with %+v, not its profile's %+v", q, got, e)
+				}
+				if e == vllm.efficiency(a, q) || e == DefaultEfficiency(a, q) {
+					t.Errorf("%s factors %+v are vLLM's or the TensorRT-LLM defaults", q, e)
+				}
+				// No tensor cores: the compute factor is a fraction of
+				// the FP32 ALUs' share of the tensor rate.
+				if e.Compute >= 0.6*DefaultEfficiency(a, q).Compute {
+					t.Errorf("%s compute factor %.3f is not well below the tensor-core default %.3f", q, e.Compute, DefaultEfficiency(a, q).Compute)
+				}
+			}
+		})
+	}
+}
+
+func TestTheH100ProfileFollowsFromTheFP32Rate(t *testing.T) {
+	p, _ := moeRuntime(t).AcceleratorProfile("h100-80gb")
+	// 0.6 × 67 TFLOPS FP32 / 989.4 TFLOPS BF16, and / 1,978.9 TOPS INT8.
+	if got := p.Efficiency[BF16]; math.Abs(got.Compute-0.0406) > 0.001 || got.Bandwidth != 0.45 {
+		t.Errorf("BF16 = %+v, want bandwidth 0.45, compute 0.041", got)
+	}
+	if got := p.Efficiency[Int8]; math.Abs(got.Compute-0.0203) > 0.001 {
+		t.Errorf("Int8 = %+v, want compute 0.020", got)
+	}
+}
+
+func TestTheMoERuntimeNeverPlansFP8(t *testing.T) {
+	res, err := Solve(request(t, "mixtral-8x7b", "h100-80gb", issueTargets, Overrides{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range append([]Plan{res.Plan}, res.Alternatives...) {
+		if p.Quantization == FP8 {
+			t.Errorf("moe plan %s uses FP8", p.Name())
+		}
+	}
+	fp8 := 0
+	for _, r := range res.Rejected {
+		if r.Quantization == FP8 {
+			fp8++
+			if !strings.Contains(r.Reason, "the moe engine has no FP8 kernels") {
+				t.Errorf("FP8 rejected with %q", r)
+			}
+		}
+	}
+	if fp8 == 0 {
+		t.Error("no FP8 candidate was rejected, so none was considered")
+	}
+	// Weights stored as FP8 are converted down, not served as FP8.
+	stored, err := Solve(request(t, "mixtral-8x7b", "h100-80gb", issueTargets, Overrides{MaxPrecision: FP8}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if q := stored.Plan.Quantization; q != Int8 && q != Int4 {
+		t.Errorf("FP8-stored weights planned as %s, want Int8 or Int4", q)
+	}
+}
+
+func TestAnFP8PinOnTheMoERuntimeIsAnInvalidRequest(t *testing.T) {
+	req := request(t, "mixtral-8x7b", "h100-80gb", Targets{}, Overrides{Quantization: FP8})
+	_, err := Solve(req)
+	if !errors.Is(err, ErrInvalidRequest) {
+		t.Fatalf("err = %v, want ErrInvalidRequest", err)
+	}
+	for _, want := range []string{"the moe engine has no FP8 kernels", "Int8", "same memory", "vllm runtime"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not say %q", err, want)
+		}
+	}
+	if _, err := Predict(req, FP8, 2, 1, 1); !errors.Is(err, ErrInvalidRequest) {
+		t.Errorf("Predict at FP8 on moe: err = %v, want ErrInvalidRequest", err)
+	}
+	req.Runtime = RuntimeVLLM
+	if res, err := Solve(req); err != nil || res.Plan.Quantization != FP8 {
+		t.Errorf("FP8 pinned on vllm: plan %s, err %v; want FP8", res.Plan.Name(), err)
+	}
+}
+
+func TestEfficiencyTakesTheAcceleratorThenTheProfileThenTheRuntime(t *testing.T) {
+	own, profile, wide := Efficiency{0.9, 0.9}, Efficiency{0.5, 0.05}, Efficiency{0.7, 0.3}
+	rt := Runtime{Name: "test", Profiles: map[string]Profile{"gpu-a": {Efficiency: map[Quantization]Efficiency{BF16: profile}}},
+		Efficiency: map[Quantization]Efficiency{BF16: wide}}
+	tests := []struct {
+		name string
+		acc  Accelerator
+		q    Quantization
+		want Efficiency
+	}{
+		{"an accelerator's own entry wins", Accelerator{Name: "gpu-a", Efficiency: map[Quantization]Efficiency{BF16: own}}, BF16, own},
+		{"the runtime's profile for the accelerator is next", Accelerator{Name: "gpu-a"}, BF16, profile},
+		{"another accelerator takes the runtime-wide factors", Accelerator{Name: "gpu-b"}, BF16, wide},
+		{"a precision neither has takes the GPU default", Accelerator{Name: "gpu-a"}, Int8, defaultEfficiency[Int8]},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := rt.efficiency(tt.acc, tt.q); got != tt.want {
+				t.Errorf("efficiency = %+v, want %+v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestRuntimeByNameReturnsACopy(t *testing.T) {
+	rt := moeRuntime(t)
+	rt.Profiles["h100-80gb"].Efficiency[BF16] = Efficiency{Bandwidth: 1, Compute: 1}
+	rt.Kernels[0] = FP8
+	again := moeRuntime(t)
+	if p, _ := again.AcceleratorProfile("h100-80gb"); p.Efficiency[BF16].Bandwidth == 1 || again.Kernels[0] == FP8 {
+		t.Error("mutating a lookup result changed the catalog")
+	}
+}
+
+func mustRuntime(t testing.TB, name string) Runtime {
+	t.Helper()
+	rt, err := RuntimeByName(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rt
 }

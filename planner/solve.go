@@ -17,7 +17,8 @@ var tensorParallelCandidates = []int{1, 2, 4, 8}
 //
 // Zero fields of req take the documented defaults. A malformed request
 // returns an error wrapping ErrInvalidRequest, ErrUnknownQuantization or
-// ErrInvalidCalibration. When no candidate is feasible Solve returns an error
+// ErrInvalidCalibration; so does a quantization pinned to a precision the
+// runtime has no kernels for (FP8 on moe). When no candidate is feasible Solve returns an error
 // wrapping ErrInfeasible that says what would be needed, together with a
 // Result whose Rejected lists every candidate and why; Plan is then zero.
 // Solve is deterministic and safe for concurrent use.
@@ -30,6 +31,11 @@ func Solve(req Request) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
+	return solve(req, rt)
+}
+
+// solve searches the candidates of a defaulted, validated request under rt.
+func solve(req Request, rt Runtime) (Result, error) {
 	effs, err := efficiencies(req, rt)
 	if err != nil {
 		return Result{}, err
@@ -142,6 +148,8 @@ func evaluate(c candidate, req Request, rt Runtime) (Plan, *failure) {
 	switch p := req.Overrides.MaxPrecision; {
 	case p != "" && p != Auto && c.quant.rank() < p.rank():
 		return fail(failPrecision, 0, "the weights are stored as %s; the engine does not convert them up to %s", p, c.quant)
+	case !rt.computes(c.quant):
+		return fail(failUnsupported, 0, "the %s engine has no %s kernels", rt.Name, c.quant)
 	case !rt.serves(c.quant, p):
 		return fail(failUnsupported, 0, "%s quantizes full-precision weights only to %v; serve %s from a checkpoint quantized ahead of time (set model.storedPrecision)",
 			rt.Name, rt.Quantizations, c.quant)

@@ -27,8 +27,23 @@ func request(t testing.TB, model, accelerator string, targets Targets, overrides
 
 var issueTargets = Targets{OutputTokensPerSecond: 5000, TTFT: 500 * time.Millisecond, ITL: 50 * time.Millisecond}
 
+// solveReference solves req under referenceRuntime (every precision, the GPU
+// defaults): the search tests below check the search, not a runtime's
+// factors, so they stay put when a catalog profile changes.
+func solveReference(t testing.TB, req Request) (Result, error) {
+	t.Helper()
+	req = req.withDefaults()
+	if err := req.validateShape(); err != nil {
+		return Result{}, err
+	}
+	if err := req.validateRuntime(referenceRuntime); err != nil {
+		return Result{}, err
+	}
+	return solve(req, referenceRuntime)
+}
+
 func TestSolveAnswersTheIssueExample(t *testing.T) {
-	res, err := Solve(request(t, "mixtral-8x7b", "h100-80gb", issueTargets, Overrides{}))
+	res, err := solveReference(t, request(t, "mixtral-8x7b", "h100-80gb", issueTargets, Overrides{}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,7 +71,7 @@ func TestSolveAnswersTheIssueExample(t *testing.T) {
 
 func TestEveryFeasiblePlanMeetsItsTargets(t *testing.T) {
 	req := request(t, "mixtral-8x7b", "h100-80gb", issueTargets, Overrides{})
-	res, err := Solve(req)
+	res, err := solveReference(t, req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -94,7 +109,7 @@ func TestOverridesPinTheSearch(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			res, err := Solve(request(t, "mixtral-8x7b", "h100-80gb", issueTargets, tt.overrides))
+			res, err := solveReference(t, request(t, "mixtral-8x7b", "h100-80gb", issueTargets, tt.overrides))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -128,7 +143,11 @@ func TestInfeasibleTargetsSayWhatWouldBeNeeded(t *testing.T) {
 		},
 		{
 			"FP8 pinned on an Ampere GPU is unsupported",
-			request(t, "mixtral-8x7b", "a100-80gb", Targets{}, Overrides{Quantization: FP8}),
+			func() Request {
+				r := request(t, "mixtral-8x7b", "a100-80gb", Targets{}, Overrides{Quantization: FP8})
+				r.Runtime = RuntimeVLLM
+				return r
+			}(),
 			[]string{"a100-80gb has no FP8 support"},
 			[]string{"FP8 TP1: a100-80gb has no FP8 support"},
 		},
@@ -206,6 +225,7 @@ func TestInvalidRequestsAreRefused(t *testing.T) {
 		{"a calibration from another accelerator", func(r *Request) {
 			r.Calibration = &Calibration{Version: CalibrationVersion, Accelerator: "cpu"}
 		}, ErrInvalidCalibration},
+		{"FP8 pinned on the moe runtime, which has no FP8 kernels", func(r *Request) { r.Overrides.Quantization = FP8 }, ErrInvalidRequest},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -220,11 +240,11 @@ func TestInvalidRequestsAreRefused(t *testing.T) {
 
 func TestOfflineModeMaximisesThroughputPerReplica(t *testing.T) {
 	pinned := Overrides{Quantization: FP8, TensorParallelism: 2}
-	offline, err := Solve(request(t, "mixtral-8x7b", "h100-80gb", Targets{}, pinned))
+	offline, err := solveReference(t, request(t, "mixtral-8x7b", "h100-80gb", Targets{}, pinned))
 	if err != nil {
 		t.Fatal(err)
 	}
-	bounded, err := Solve(request(t, "mixtral-8x7b", "h100-80gb", Targets{ITL: 30 * time.Millisecond}, pinned))
+	bounded, err := solveReference(t, request(t, "mixtral-8x7b", "h100-80gb", Targets{ITL: 30 * time.Millisecond}, pinned))
 	if err != nil {
 		t.Fatal(err)
 	}

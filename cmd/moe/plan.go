@@ -28,16 +28,21 @@ func newPlanCmd() *cobra.Command {
 		Use:   "plan",
 		Short: "Choose quantization, tensor parallelism, batch and replicas for throughput and latency targets",
 		Long: `Plan sizes a Mixtral deployment without a GPU: it searches quantization
-(BF16, FP8 where supported, Int8, Int4) and tensor parallelism (1, 2, 4, 8 up
-to the GPUs per node) for the fewest GPUs that meet the targets, then prefers
-higher precision and lower latency. --runtime vllm plans with vLLM's profile:
-BF16 or FP8, and a replica may span 2 or 4 nodes (one pipeline stage per node)
-when one node's GPUs cannot hold the model. Without --ttft and --itl no latency bound
+and tensor parallelism (1, 2, 4, 8 up to the GPUs per node) for the fewest GPUs
+that meet the targets, then prefers higher precision and lower latency.
+
+The default runtime, moe (this project's engine), plans BF16, Int8 or Int4: it
+has no FP8 kernels, and --quantization fp8 with it is an error (Int8 takes the
+same memory). Its GPU efficiency factors are assumed, not yet calibrated on a
+device; --calibration replaces them (docs/planner.md, "The moe engine on GPUs").
+--runtime vllm plans with vLLM's profile: BF16 or FP8 (where the GPU has it),
+and a replica may span 2 or 4 nodes (one pipeline stage per node) when one
+node's GPUs cannot hold the model. Without --ttft and --itl no latency bound
 applies and each replica runs at its maximum throughput (offline mode).
 
 --model takes a catalog name or a JSON file with a custom shape.`,
 		Example: `  moe plan --model mixtral-8x7b --accelerator h100-80gb --output-tokens-per-second 5000 --ttft 500ms --itl 50ms
-  moe plan --model mixtral-8x22b --accelerator h200 --quantization fp8 --json
+  moe plan --model mixtral-8x22b --accelerator h200 --quantization fp8 --runtime vllm --json
   moe plan --model mixtral-8x22b --accelerator l4 --quantization bf16 --runtime vllm`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return runPlan(cmd, &f) },
@@ -51,7 +56,7 @@ applies and each replica runs at its maximum throughput (offline mode).
 	fl.IntVar(&f.req.Targets.PromptTokens, "prompt-tokens", planner.DefaultPromptTokens, "typical prompt length in tokens")
 	fl.IntVar(&f.req.Targets.OutputTokens, "output-tokens", planner.DefaultOutputTokens, "typical generated tokens per request")
 	fl.IntVar(&f.req.Targets.Context, "context", 0, "longest sequence one request may reach (0: the model's context length)")
-	fl.StringVar(&f.quantization, "quantization", "auto", "pin the weight format: auto, bf16, fp8, int8, int4")
+	fl.StringVar(&f.quantization, "quantization", "auto", "pin the weight format: auto, bf16, fp8 (vllm only), int8, int4")
 	fl.IntVar(&f.req.Overrides.TensorParallelism, "tensor-parallel", 0, "pin the GPUs per replica (0: search)")
 	fl.IntVar(&f.req.MaxBatchSize, "max-num-seqs", planner.DefaultMaxBatchSize, "the engine's cap on concurrent sequences per replica")
 	fl.StringVar(&f.req.Runtime, "runtime", planner.RuntimeMoE, "the engine's profile: "+strings.Join(planner.RuntimeNames(), ", ")+" (vllm: BF16 or FP8, and replicas may span nodes)")

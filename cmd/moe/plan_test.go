@@ -62,7 +62,7 @@ func TestPlanGolden(t *testing.T) {
 		{
 			"pinned quantization and tensor parallelism leave one candidate",
 			"plan_8x22b_pinned.golden",
-			[]string{"--model", "mixtral-8x22b", "--accelerator", "h200", "--quantization", "fp8", "--tensor-parallel", "4", "--output-tokens-per-second", "20000", "--itl", "60ms"},
+			[]string{"--model", "mixtral-8x22b", "--accelerator", "h200", "--quantization", "int8", "--tensor-parallel", "4", "--output-tokens-per-second", "20000", "--itl", "60ms"},
 		},
 		{
 			"JSON output has the stable shape",
@@ -97,6 +97,16 @@ func TestPlanInfeasiblePrintsRejectionsAndNeeds(t *testing.T) {
 		t.Fatalf("err = %v, want ErrInfeasible", err)
 	}
 	checkGolden(t, "plan_infeasible.golden", got+"error: "+err.Error()+"\n")
+}
+
+func TestPlanRefusesFP8OnTheMoERuntime(t *testing.T) {
+	_, err := runPlanCommand(t, "--model", "mixtral-8x7b", "--accelerator", "h100-80gb", "--quantization", "fp8")
+	if !errors.Is(err, planner.ErrInvalidRequest) || !strings.Contains(err.Error(), "no FP8 kernels") {
+		t.Fatalf("err = %v, want an invalid request saying the moe engine has no FP8 kernels", err)
+	}
+	if out, err := runPlanCommand(t, "--model", "mixtral-8x7b", "--accelerator", "h100-80gb", "--quantization", "fp8", "--runtime", "vllm"); err != nil {
+		t.Fatalf("FP8 on vllm: %v\n%s", err, out)
+	}
 }
 
 func TestPlanJSONDecodesIntoPlannerTypes(t *testing.T) {
