@@ -131,12 +131,12 @@ func (c *Calibration) Validate() error {
 }
 
 // Fit derives efficiency factors per quantization from the measurements on
-// a. Starting from the defaults, it alternates twice between the compute
-// factor that makes the predicted prefill times match the measured ones and
-// the bandwidth factor that makes the predicted decode steps match, each the
-// geometric mean over the measurements. A decode faster than the model allows
-// even at full bandwidth raises the compute factor instead. Explicit
-// Efficiency entries replace fitted ones. Factors stay within (0, 1].
+// a: the bandwidth and compute factors that minimise the sum, over the
+// measurements, of the squared log ratios of predicted to measured prefill
+// time and decode step, found by a search over both factors at once in log
+// space. A factor no measurement constrains (compute, when every figure is a
+// memory-bound decode) stays at the default. Explicit Efficiency entries
+// replace fitted ones. Factors stay within [1e-4, 1].
 func (c *Calibration) Fit(a Accelerator) map[Quantization]Efficiency {
 	out := map[Quantization]Efficiency{}
 	for _, q := range Quantizations() {
@@ -156,79 +156,55 @@ func (c *Calibration) Fit(a Accelerator) map[Quantization]Efficiency {
 	return out
 }
 
-// fitMeasurements fits eff to measurements of one quantization.
+// fitMeasurements fits factors to measurements of one quantization,
+// starting from eff. The objective is a sum of squared log errors: in log
+// factors each predicted time is the log of a sum of rooflines, so the
+// search is well conditioned even for a measurement near the ridge between
+// memory- and compute-bound, where solving for one factor alone is not. A
+// vanishing pull towards eff (fitPrior) settles the directions the
+// measurements leave flat. Each round searches a 21×21 grid around the best
+// point so far and shrinks it fivefold; the first spans the whole range.
 func fitMeasurements(a Accelerator, eff Efficiency, ms []Measurement) Efficiency {
-	for range 2 {
-		var prefill []float64
+	cost := func(lb, lc float64) float64 {
+		e := Efficiency{Bandwidth: math.Exp(lb), Compute: math.Exp(lc)}
+		var sum float64
 		for _, m := range ms {
-			if m.PrefillTokensPerSecond <= 0 {
-				continue
+			c := m.candidate(a, e)
+			if m.PrefillTokensPerSecond > 0 {
+				measured := float64(m.BatchSize*m.PromptTokens) / m.PrefillTokensPerSecond
+				sum += square(math.Log(c.prefill(m.BatchSize) / measured))
 			}
-			measured := float64(m.BatchSize*m.PromptTokens) / m.PrefillTokensPerSecond
-			prefill = append(prefill, solveFactor(measured, func(x float64) float64 {
-				return m.candidate(a, Efficiency{Bandwidth: eff.Bandwidth, Compute: x}).prefill(m.BatchSize)
-			}))
-		}
-		if len(prefill) > 0 {
-			eff.Compute = geometricMean(prefill)
-		}
-		var bandwidth, compute []float64
-		for _, m := range ms {
 			measured := float64(m.BatchSize) / m.DecodeTokensPerSecond
-			step := func(e Efficiency) float64 {
-				return m.candidate(a, e).decodeStep(m.BatchSize, m.decodeContext())
-			}
-			if step(Efficiency{Bandwidth: 1, Compute: eff.Compute}) > measured {
-				compute = append(compute, solveFactor(measured, func(x float64) float64 {
-					return step(Efficiency{Bandwidth: 1, Compute: x})
-				}))
-				bandwidth = append(bandwidth, 1)
-				continue
-			}
-			bandwidth = append(bandwidth, solveFactor(measured, func(x float64) float64 {
-				return step(Efficiency{Bandwidth: x, Compute: eff.Compute})
-			}))
+			sum += square(math.Log(c.decodeStep(m.BatchSize, m.decodeContext()) / measured))
 		}
-		eff.Bandwidth = geometricMean(bandwidth)
-		if len(compute) > 0 {
-			eff.Compute = math.Max(eff.Compute, geometricMean(compute))
+		return sum + fitPrior*(square(lb-math.Log(eff.Bandwidth))+square(lc-math.Log(eff.Compute)))
+	}
+	lo := math.Log(minFactor)
+	clamp := func(x float64) float64 { return math.Min(0, math.Max(lo, x)) }
+	lb, lc := clamp(math.Log(eff.Bandwidth)), clamp(math.Log(eff.Compute))
+	best := cost(lb, lc)
+	for step := -lo / 10; step > 1e-9; step /= 5 {
+		cb, cc := lb, lc
+		for i := -10; i <= 10; i++ {
+			for j := -10; j <= 10; j++ {
+				b, c := clamp(cb+float64(i)*step), clamp(cc+float64(j)*step)
+				if v := cost(b, c); v < best {
+					best, lb, lc = v, b, c
+				}
+			}
 		}
 	}
-	return eff
+	return Efficiency{Bandwidth: math.Exp(lb), Compute: math.Exp(lc)}
 }
 
 // minFactor is the smallest factor Fit returns.
 const minFactor = 1e-4
 
-// solveFactor returns the factor x in [minFactor, 1] at which predict(x),
-// a time that falls as x grows, equals measured; it returns an end of the
-// range when no x there reaches it.
-func solveFactor(measured float64, predict func(x float64) float64) float64 {
-	lo, hi := math.Log(minFactor), 0.0
-	if predict(1) >= measured {
-		return 1
-	}
-	if predict(minFactor) <= measured {
-		return minFactor
-	}
-	for range 60 {
-		mid := (lo + hi) / 2
-		if predict(math.Exp(mid)) > measured {
-			lo = mid
-		} else {
-			hi = mid
-		}
-	}
-	return math.Exp((lo + hi) / 2)
-}
+// fitPrior weighs the pull of Fit towards the default factors: small enough
+// to move a fit to exact measurements by well under 0.1%.
+const fitPrior = 1e-6
 
-func geometricMean(xs []float64) float64 {
-	var logs float64
-	for _, x := range xs {
-		logs += math.Log(x)
-	}
-	return math.Exp(logs / float64(len(xs)))
-}
+func square(x float64) float64 { return x * x }
 
 // decodeContext is the mean KV length over the measured decode: the prompt
 // plus half the generated tokens.
