@@ -20,6 +20,9 @@ type Runtime struct {
 	// weights; weights stored quantized (Overrides.MaxPrecision) are served
 	// at their own precision when the runtime reads that format.
 	Quantizations []Quantization `json:"quantizations"`
+	// MaxGPUTensorParallelism is the most GPUs one replica's tensor-parallel
+	// group may span; 0 means as many as a node has.
+	MaxGPUTensorParallelism int `json:"maxGPUTensorParallelism,omitempty"`
 	// Kernels are the precisions the runtime computes in at all, whatever
 	// the weights are stored as; nil means every precision. Pinning one
 	// outside it is an invalid request.
@@ -81,7 +84,11 @@ var runtimes = []Runtime{
 		// Q4_0 and 16-bit float. Int8 takes the same memory.
 		Quantizations: []Quantization{BF16, Int8, Int4},
 		Kernels:       []Quantization{BF16, Int8, Int4},
-		Profiles:      moeProfiles,
+		// The Vulkan backend runs a replica on one device: tensor
+		// parallelism across devices is not built (the CPU backend shards
+		// across cores, which the cpu accelerator's plans use).
+		MaxGPUTensorParallelism: 1,
+		Profiles:                moeProfiles,
 		Source: "assumed per-GPU profiles for the Vulkan backend (not calibrated on a device); " +
 			"GPUs without one take the GPU defaults (TensorRT-LLM v0.14 and gpt-fast Mixtral-8x7B figures)",
 	},

@@ -5,6 +5,7 @@ import (
 	"math"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestVLLMSpreadsAReplicaOverNodesOnlyWhenOneNodeCannotHoldIt(t *testing.T) {
@@ -37,8 +38,31 @@ func TestVLLMSpreadsAReplicaOverNodesOnlyWhenOneNodeCannotHoldIt(t *testing.T) {
 	}
 }
 
-func TestTheMoERuntimeSaysWhenOnlyMultiNodeWouldFit(t *testing.T) {
+func TestTheMoERuntimeSaysWhenOnlyOneGPUIsNotEnough(t *testing.T) {
 	req := Request{Model: mustModel(t, "mixtral-8x22b"), Accelerator: mustAcc(t, "l4"), Overrides: Overrides{Quantization: BF16}}
+	res, err := Solve(req)
+	if !errors.Is(err, ErrInfeasible) {
+		t.Fatalf("err = %v, want ErrInfeasible", err)
+	}
+	for _, r := range res.Rejected {
+		if r.TensorParallelism != 1 || r.PipelineParallelism != 1 {
+			t.Errorf("the moe runtime tried %s on GPUs", r)
+		}
+	}
+	for _, want := range []string{"runs a replica on at most 1 GPU", "vllm runtime"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not say %q", err, want)
+		}
+	}
+	req.Overrides.TensorParallelism = 2
+	if _, err := Solve(req); !errors.Is(err, ErrInvalidRequest) || !strings.Contains(err.Error(), "tensor parallelism across GPUs is not built yet") {
+		t.Errorf("a pinned TP2 on GPUs: err = %v, want ErrInvalidRequest saying why", err)
+	}
+}
+
+func TestTheMoERuntimeSaysWhenOnlyMultiNodeWouldFit(t *testing.T) {
+	// The cpu accelerator's shards are cores, which the moe engine does split.
+	req := Request{Model: mustModel(t, "mixtral-8x22b"), Accelerator: mustAcc(t, "cpu"), Overrides: Overrides{Quantization: BF16}, Targets: Targets{Context: 4096}}
 	res, err := Solve(req)
 	if !errors.Is(err, ErrInfeasible) {
 		t.Fatalf("err = %v, want ErrInfeasible", err)
@@ -182,7 +206,10 @@ func TestTheH100ProfileFollowsFromTheFP32Rate(t *testing.T) {
 }
 
 func TestTheMoERuntimeNeverPlansFP8(t *testing.T) {
-	res, err := Solve(request(t, "mixtral-8x7b", "h100-80gb", issueTargets, Overrides{}))
+	// A TTFT the assumed profile meets on one H100 (its prefill runs on FP32 ALUs).
+	targets := issueTargets
+	targets.TTFT = 2 * time.Second
+	res, err := Solve(request(t, "mixtral-8x7b", "h100-80gb", targets, Overrides{}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -204,7 +231,7 @@ func TestTheMoERuntimeNeverPlansFP8(t *testing.T) {
 		t.Error("no FP8 candidate was rejected, so none was considered")
 	}
 	// Weights stored as FP8 are converted down, not served as FP8.
-	stored, err := Solve(request(t, "mixtral-8x7b", "h100-80gb", issueTargets, Overrides{MaxPrecision: FP8}))
+	stored, err := Solve(request(t, "mixtral-8x7b", "h100-80gb", targets, Overrides{MaxPrecision: FP8}))
 	if err != nil {
 		t.Fatal(err)
 	}
