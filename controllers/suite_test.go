@@ -110,8 +110,8 @@ func startEnvironment() (func(), error) {
 		return nil, err
 	}
 	r := &MixtralDeploymentReconciler{
-		Client:      mgr.GetClient(),
-		Recorder:    mgr.GetEventRecorder("moe-operator"),
+		Client:         mgr.GetClient(),
+		Recorder:       mgr.GetEventRecorder("moe-operator"),
 		EngineImage:    envtestImage,
 		EngineGPUImage: envtestGPUImage,
 		Solve:          countingSolve,
