@@ -76,7 +76,12 @@ fi
 
 start=$(date +%s)
 deploy::cluster
-deploy::images
+if $vllm; then
+  deploy::images
+else
+  # The GPU test's engine: the Vulkan backend on Mesa's lavapipe, in the emulated GPU's pod.
+  deploy::images engine-lavapipe
+fi
 deploy::operator
 echo "[test-e2e] cluster ready and operator deployed in $(( $(date +%s) - start ))s" >&2
 if $vllm; then
@@ -85,4 +90,4 @@ if $vllm; then
   exit
 fi
 # shellcheck disable=SC2086
-ENGINE_IMG=$ENGINE_IMG go test -tags e2e -count=1 $E2E_FLAGS ./test/e2e/
+ENGINE_IMG=$ENGINE_IMG ENGINE_LAVAPIPE_IMG=$ENGINE_LAVAPIPE_IMG go test -tags e2e -count=1 $E2E_FLAGS ./test/e2e/

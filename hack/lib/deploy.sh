@@ -2,16 +2,17 @@
 # Shared steps of `make demo`, `make test-e2e` and `make test-e2e-kind`: pick (or bring up)
 # a cluster, build and load the images, install the chart. Source this file, then call:
 #   deploy::cluster          # sets KUBECONFIG, KUBECTL and CLUSTER_KIND (local, kind, other)
-#   deploy::images           # builds the operator and engine images and loads them
+#   deploy::images [NAME...] # builds the operator and engine images (and NAME...) and loads them
 #   deploy::operator         # installs or upgrades the chart and waits for the manager
 #   deploy::model_volume NS  # the moe-models claim in NS, filled with the demo model
 #
-# Settings (environment): IMG, ENGINE_IMG (image references), HELM (helm binary),
+# Settings (environment): IMG, ENGINE_IMG, ENGINE_LAVAPIPE_IMG (image references), HELM (helm binary),
 # OPERATOR_NAMESPACE (default moe-system), KUBECONFIG (use that cluster instead of the local
 # one), KIND_CLUSTER (kind cluster name, for CLUSTER_KIND=kind).
 
 : "${IMG:=ghcr.io/moe-operator/moe-operator:dev}"
 : "${ENGINE_IMG:=ghcr.io/moe-operator/moe-engine:dev}"
+: "${ENGINE_LAVAPIPE_IMG:=localhost/moe-operator/moe-engine:lavapipe}"
 : "${OPERATOR_NAMESPACE:=moe-system}"
 DEPLOY_CACHE=${XDG_CACHE_HOME:-$HOME/.cache}/moe-operator
 LOCAL_KUBECONFIG=/var/lib/moe-local-cluster/kubeconfig
@@ -69,15 +70,17 @@ deploy::cluster() {
   export KUBECONFIG KUBECTL CLUSTER_KIND
 }
 
-# deploy::images: build both images without Docker and load them where the cluster's
-# nodes find them. IMAGE_DIGESTS maps each to its digest (it rolls the manager on change).
+# deploy::images [NAME...]: build the operator and engine images (and the hack/image images
+# NAME..., such as engine-lavapipe) without Docker and load them where the cluster's nodes
+# find them. OPERATOR_DIGEST is the operator's digest (it rolls the manager on change).
 deploy::images() {
-  local out
-  out=$(go run ./hack/image build --ref "operator=$IMG" --ref "engine=$ENGINE_IMG" operator engine)
+  local out names=(operator engine "$@")
+  out=$(go run ./hack/image build --ref "operator=$IMG" --ref "engine=$ENGINE_IMG" \
+    --ref "engine-lavapipe=$ENGINE_LAVAPIPE_IMG" "${names[@]}")
   OPERATOR_DIGEST=$(awk -v r="$IMG" '$1 == r {print $2}' <<<"$out")
   case $CLUSTER_KIND in
-    local) go run ./hack/image load --containerd-address "$LOCAL_CONTAINERD" operator engine ;;
-    kind) go run ./hack/image load --kind "$KIND_CLUSTER" operator engine ;;
+    local) go run ./hack/image load --containerd-address "$LOCAL_CONTAINERD" "${names[@]}" ;;
+    kind) go run ./hack/image load --kind "$KIND_CLUSTER" "${names[@]}" ;;
     *) deploy::log "not loading images into this cluster: push $IMG and $ENGINE_IMG to a registry its nodes pull from (dist/images/*.tar are docker archives)" ;;
   esac
   export OPERATOR_DIGEST

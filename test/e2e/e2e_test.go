@@ -8,6 +8,7 @@
 // requested and scheduled; deletion cleans up.
 //
 // Settings: ENGINE_IMG (the engine image the operator runs, for the image assertion),
+// ENGINE_LAVAPIPE_IMG (the Vulkan engine on lavapipe, which the GPU test runs),
 // E2E_KEEP=1 (keep the test namespace for inspection), E2E_NAMESPACE (use this namespace).
 package e2e
 
@@ -473,8 +474,12 @@ func testGPU(t *testing.T, ctx context.Context) {
 	mxd.Name = "e2e-gpu"
 	mxd.Namespace = ns
 	mxd.Spec.Accelerator.Type = servingv1alpha1.AcceleratorL4
-	mxd.Spec.Engine.Resources.Requests[corev1.ResourceMemory] = resource.MustParse("1Gi")
-	mxd.Spec.Engine.Resources.Limits[corev1.ResourceMemory] = resource.MustParse("1Gi")
+	// The engine with its Vulkan backend on Mesa's lavapipe: the emulated GPU has no driver,
+	// so lavapipe stands in for it, and the GPU code path (device buffers, SPIR-V shaders,
+	// the device KV cache) runs in the pod the operator made.
+	mxd.Spec.Engine.Image = lavapipeImage()
+	mxd.Spec.Engine.Resources.Requests[corev1.ResourceMemory] = resource.MustParse("2Gi")
+	mxd.Spec.Engine.Resources.Limits[corev1.ResourceMemory] = resource.MustParse("2Gi")
 	if err := k8s.Create(ctx, mxd); err != nil {
 		t.Fatal(err)
 	}
@@ -492,13 +497,53 @@ func testGPU(t *testing.T, ctx context.Context) {
 		if !slices.ContainsFunc(pod.Spec.Tolerations, func(tol corev1.Toleration) bool { return tol.Key == "nvidia.com/gpu" }) {
 			t.Errorf("pod %s does not tolerate the GPU taint: %v", pod.Name, pod.Spec.Tolerations)
 		}
-		t.Logf("pod %s holds 1 emulated GPU on node %s", pod.Name, pod.Spec.NodeName)
+		if i := slices.Index(c.Args, "--device"); i < 0 || i+1 >= len(c.Args) || c.Args[i+1] != "vulkan" {
+			t.Errorf("pod %s runs %v, want --device vulkan", pod.Name, c.Args)
+		}
+		if !slices.Contains(c.Env, corev1.EnvVar{Name: "NVIDIA_DRIVER_CAPABILITIES", Value: "compute,utility,graphics"}) {
+			t.Errorf("pod %s env %v lacks the graphics capability", pod.Name, c.Env)
+		}
+		if slices.ContainsFunc(c.Env, func(e corev1.EnvVar) bool { return e.Name == "NVIDIA_VISIBLE_DEVICES" }) {
+			t.Errorf("pod %s sets NVIDIA_VISIBLE_DEVICES, which is the device plugin's: %v", pod.Name, c.Env)
+		}
+		logs, err := clientset.CoreV1().Pods(ns).GetLogs(pod.Name, &corev1.PodLogOptions{Container: c.Name}).DoRaw(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(logs), `device="vulkan:0 llvmpipe`) {
+			t.Errorf("pod %s did not get ready on the Vulkan device:\n%s", pod.Name, logs)
+		}
+		t.Logf("pod %s holds 1 emulated GPU on node %s and computes on lavapipe", pod.Name, pod.Spec.NodeName)
 	}
-	if _, err := newClient(t, ctx, mxd).Chat(ctx, engineclient.ChatRequest{
+	ec := newClient(t, ctx, mxd)
+	resp, err := ec.Chat(ctx, engineclient.ChatRequest{
 		Model: mxd.Spec.Model.ServedName, Messages: []engineclient.Message{{Role: "user", Content: "Hi"}}, MaxTokens: 4,
-	}); err != nil {
+	})
+	if err != nil {
 		t.Fatal(err)
 	}
+	if n := resp.Usage.CompletionTokens; n < 1 || n > 4 || len(resp.Choices) != 1 {
+		t.Errorf("the answer has %d tokens, want 1 to 4: %+v", n, resp)
+	}
+	// The answer came from the device: its memory holds the weights and the KV cache, and
+	// the KV cache the request used is the device's.
+	metrics, err := ec.Do(ctx, "GET", "/metrics", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`moe_engine_device_info{device="vulkan:0 llvmpipe`, "moe_engine_device_memory_used_bytes", "vllm:kv_cache_usage_perc", "vllm:generation_tokens_total"} {
+		if !strings.Contains(string(metrics), want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+}
+
+// lavapipeImage is the engine image with the Vulkan backend and Mesa's lavapipe.
+func lavapipeImage() string {
+	if img := os.Getenv("ENGINE_LAVAPIPE_IMG"); img != "" {
+		return img
+	}
+	return "localhost/moe-operator/moe-engine:lavapipe"
 }
 
 // testDelete deletes the MixtralDeployment: the garbage collector removes its Deployment,
