@@ -52,6 +52,9 @@ type Backend struct {
 	profile map[string]*Timing
 	cands   []model.Candidate
 	gpuTime float64 // seconds of device time of the last Forward (0: no timestamps)
+	// rank of ranks: a Group's member holds the experts e with
+	// e mod ranks == rank (ranks 0: alone, every expert).
+	rank, ranks int
 }
 
 // NewBackend prepares d for a model of config c whose converted weights
@@ -319,10 +322,11 @@ type scratch struct {
 	xq, xd                *Buffer // Q8_0 activations: quants (4 per uint) and scales
 	router, route         *Buffer
 	g, u, ye, outRows     *Buffer
+	delta, xout           *Buffer // a Group's ranks: the experts' part, and the part for the host
 }
 
 func (s *scratch) all() []*Buffer {
-	return []*Buffer{s.xin, s.cos, s.sin, s.meta_, s.logits, s.top, s.logitsDev, s.x, s.xn, s.q, s.k, s.v, s.att, s.xq, s.xd, s.router, s.route, s.g, s.u, s.ye, s.outRows}
+	return []*Buffer{s.xin, s.cos, s.sin, s.meta_, s.logits, s.top, s.logitsDev, s.x, s.xn, s.q, s.k, s.v, s.att, s.xq, s.xd, s.router, s.route, s.g, s.u, s.ye, s.outRows, s.delta, s.xout}
 }
 
 func (s *scratch) close() {
@@ -365,6 +369,9 @@ func (b *Backend) ensure(T, nOut, metaInts int) error {
 		{&s.router, f(T * c.Experts), false}, {&s.route, f(8*c.Experts + 5*S), false},
 		{&s.g, f(S * c.FFN), false}, {&s.u, f(S * c.FFN), false}, {&s.ye, f(S * c.Dim), false}, {&s.outRows, f(nOut * c.Dim), false},
 	}
+	if b.ranks > 1 {
+		allocs = append(allocs, alloc{&s.delta, f(T * c.Dim), false}, alloc{&s.xout, f(T * c.Dim), true})
+	}
 	for _, a := range allocs {
 		buf, err := d.NewBuffer(a.size, a.host)
 		if err != nil {
@@ -380,118 +387,28 @@ func (b *Backend) ensure(T, nOut, metaInts int) error {
 // Forward implements model.Accelerator: the whole forward pass is one
 // command buffer, one submission and one wait.
 func (b *Backend) Forward(in *model.DeviceBatch) ([]float32, []model.Candidate, error) {
-	c := b.c
-	T, nOut := len(in.Pos), len(in.Outputs)
 	cache, ok := in.Cache.(*Cache)
-	if !ok || cache.k == nil {
+	if !ok || cache.k == nil || cache.b != b {
 		return nil, nil, fmt.Errorf("gpu: the batch's cache is not a live cache of this device")
-	}
-	if in.TopK < 0 || in.TopK > model.MaxDeviceTopK {
-		return nil, nil, fmt.Errorf("gpu: top %d: the device selects at most %d", in.TopK, model.MaxDeviceTopK)
 	}
 	d := b.d
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	metaInts := 4*T + len(in.Blocks)
-	if err := b.ensure(T, nOut, metaInts); err != nil {
+	r, err := b.prepare(in, cache)
+	if err != nil {
 		return nil, nil, err
 	}
-	s := &b.s
-	copy(s.xin.Floats(), in.X)
-	copy(s.cos.Floats(), in.Cos)
-	copy(s.sin.Floats(), in.Sin)
-	meta := s.meta_.Ints()
-	posOff, rowsOff, blockOffOff, outOff, blocksOff := 0, T, 2*T, 3*T, 3*T+nOut
-	copy(meta[posOff:], in.Pos)
-	copy(meta[rowsOff:], in.Rows)
-	copy(meta[blockOffOff:], in.BlockOff)
-	copy(meta[outOff:], in.Outputs)
-	copy(meta[blocksOff:], in.Blocks)
-
-	r := &recorder{d: d, b: b, tokens: T}
-	err := d.submit(func(cmd vk.CommandBuffer) {
+	err = d.submit(func(cmd vk.CommandBuffer) {
 		r.cmd = cmd
 		if d.timers != 0 {
 			cmd.ResetQueries(d.timers, 0, maxTimers)
 			cmd.WriteTimestamp(vk.PipelineStageTopOfPipe, d.timers, 0)
 		}
-		D := c.Dim
-		cmd.CopyBuffer(s.xin.buf, s.x.buf, 0, 0, uint64(4*T*D))
-		cmd.Barrier(vk.PipelineStageTransfer, vk.PipelineStageCompute, vk.AccessTransferWrite, vk.AccessShaderRead|vk.AccessShaderWrite)
-		qdim := c.Heads * c.HeadDim
-		S := T * c.TopK
+		r.loadX(b.s.xin)
 		for l := range b.layers {
-			ly := &b.layers[l]
-			r.rmsNorm(s.x, ly.attnNorm, s.xn, s.meta_, T, D, c.NormEps, false, 0)
-			r.barrier()
-			xn := r.act(s.xn, T, D)
-			r.matmul(ly.wq, xn, s.q, T, 0)
-			r.matmul(ly.wk, xn, s.k, T, 0)
-			r.matmul(ly.wv, xn, s.v, T, 0)
-			r.barrier()
-			adjacent := uint32(0)
-			if c.Rope == model.RopeAdjacent {
-				adjacent = 1
-			}
-			r.dispatch("rope_store", [3]uint32{uint32(T), 1, 1}, []*Buffer{s.q, s.k, s.v, cache.k[l], cache.v[l], s.cos, s.sin, s.meta_},
-				uint32(c.Heads), uint32(c.KVHeads), uint32(c.HeadDim), adjacent, uint32(rowsOff))
-			r.barrier()
-			r.dispatch("attention", [3]uint32{uint32(c.Heads), uint32(T), 1}, []*Buffer{s.q, cache.k[l], cache.v[l], s.att, s.meta_},
-				uint32(c.Heads), uint32(c.KVHeads), uint32(c.HeadDim), uint32(c.SlidingWindow), uint32(in.BlockSize),
-				math.Float32bits(float32(1/math.Sqrt(float64(c.HeadDim)))), uint32(posOff), uint32(blockOffOff), uint32(blocksOff))
-			r.barrier()
-			att := r.act(s.att, T, qdim)
-			r.matmul(ly.wo, att, s.x, T, modeAccumulate)
-			r.barrier()
-
-			r.rmsNorm(s.x, ly.ffnNorm, s.xn, s.meta_, T, D, c.NormEps, false, 0)
-			r.barrier()
-			xn = r.act(s.xn, T, D)
-			dense := uint32(1)
-			if ly.router != nil {
-				dense = 0
-				r.matmul(ly.router, xn, s.router, T, 0)
-				r.barrier()
-			}
-			r.dispatch("moe_route", [3]uint32{1, 1, 1}, []*Buffer{s.router, s.route}, uint32(T), uint32(c.Experts), uint32(c.TopK), dense,
-				uint32(groups(c.FFN)), uint32(groups(D)))
-			cmd.Barrier(vk.PipelineStageCompute, vk.PipelineStageCompute|vk.PipelineStageDrawIndirect, vk.AccessShaderWrite,
-				vk.AccessShaderRead|vk.AccessShaderWrite|vk.AccessIndirectCommandRead)
-			r.argsOff = uint64(4 * (2*c.Experts + 5*S))
-			r.label = " experts"
-			for e := range ly.gate {
-				r.matmulExpert(ly.gate[e], xn, s.g, s.route, e, true)
-				r.matmulExpert(ly.up[e], xn, s.u, s.route, e, true)
-			}
-			r.barrier()
-			r.dispatch1D("swiglu", S*c.FFN, 256, []*Buffer{s.g, s.u}, uint32(S*c.FFN))
-			r.barrier()
-			g := r.act(s.g, S, c.FFN)
-			for e := range ly.down {
-				r.matmulExpert(ly.down[e], g, s.ye, s.route, e, false)
-			}
-			r.barrier()
-			r.label = ""
-			r.dispatch("combine", [3]uint32{uint32(T), 1, 1}, []*Buffer{s.x, s.ye, s.route}, uint32(D), uint32(c.Experts), uint32(c.TopK), uint32(T))
-			r.barrier()
+			r.layer(l)
 		}
-		if nOut > 0 {
-			r.rmsNorm(s.x, b.outNorm, s.outRows, s.meta_, nOut, D, c.NormEps, true, outOff)
-			r.barrier()
-			out := r.act(s.outRows, nOut, D)
-			r.label = " output"
-			r.matmul(b.output, out, s.logitsDev, nOut, 0)
-			r.label = ""
-			if in.TopK > 0 {
-				r.barrier()
-				r.dispatch("topk", [3]uint32{uint32(nOut), 1, 1}, []*Buffer{s.logitsDev, s.top}, uint32(c.Vocab), uint32(in.TopK))
-				cmd.Barrier(vk.PipelineStageCompute, vk.PipelineStageHost, vk.AccessShaderWrite, vk.AccessHostRead)
-			} else {
-				cmd.Barrier(vk.PipelineStageCompute, vk.PipelineStageTransfer, vk.AccessShaderWrite, vk.AccessTransferRead)
-				cmd.CopyBuffer(s.logitsDev.buf, s.logits.buf, 0, 0, uint64(4*nOut*c.Vocab))
-				cmd.Barrier(vk.PipelineStageTransfer, vk.PipelineStageHost, vk.AccessTransferWrite, vk.AccessHostRead)
-			}
-		}
+		r.head()
 		if d.timers != 0 {
 			cmd.WriteTimestamp(vk.PipelineStageBottomOfPipe, d.timers, 1)
 		}
@@ -503,6 +420,40 @@ func (b *Backend) Forward(in *model.DeviceBatch) ([]float32, []model.Candidate, 
 		return nil, nil, err
 	}
 	b.readTimers(r.names)
+	return b.results(in)
+}
+
+// prepare checks in, sizes the scratch for it and writes its inputs (the
+// embeddings, rotary angles and block tables) to the host-visible buffers;
+// it returns the recorder of its dispatches. The caller holds d.mu.
+func (b *Backend) prepare(in *model.DeviceBatch, cache *Cache) (*recorder, error) {
+	T, nOut := len(in.Pos), len(in.Outputs)
+	if in.TopK < 0 || in.TopK > model.MaxDeviceTopK {
+		return nil, fmt.Errorf("gpu: top %d: the device selects at most %d", in.TopK, model.MaxDeviceTopK)
+	}
+	metaInts := 4*T + len(in.Blocks)
+	if err := b.ensure(T, nOut, metaInts); err != nil {
+		return nil, err
+	}
+	s := &b.s
+	copy(s.xin.Floats(), in.X)
+	copy(s.cos.Floats(), in.Cos)
+	copy(s.sin.Floats(), in.Sin)
+	meta := s.meta_.Ints()
+	r := &recorder{d: b.d, b: b, tokens: T, outputs: nOut, in: in, cache: cache,
+		posOff: 0, rowsOff: T, blockOffOff: 2 * T, outOff: 3 * T, blocksOff: 3*T + nOut}
+	copy(meta[r.posOff:], in.Pos)
+	copy(meta[r.rowsOff:], in.Rows)
+	copy(meta[r.blockOffOff:], in.BlockOff)
+	copy(meta[r.outOff:], in.Outputs)
+	copy(meta[r.blocksOff:], in.Blocks)
+	return r, nil
+}
+
+// results reads the logits or the top-k pairs of the last head.
+func (b *Backend) results(in *model.DeviceBatch) ([]float32, []model.Candidate, error) {
+	s := &b.s
+	nOut := len(in.Outputs)
 	if in.TopK > 0 {
 		pairs := s.top.Ints()[:2*nOut*in.TopK]
 		b.cands = b.cands[:0]
@@ -511,7 +462,133 @@ func (b *Backend) Forward(in *model.DeviceBatch) ([]float32, []model.Candidate, 
 		}
 		return nil, b.cands, nil
 	}
-	return s.logits.Floats()[:nOut*c.Vocab], nil, nil
+	return s.logits.Floats()[:nOut*b.c.Vocab], nil, nil
+}
+
+// loadX copies the residual stream from src (host-visible) into x.
+func (r *recorder) loadX(src *Buffer) {
+	T, D := r.tokens, r.b.c.Dim
+	r.cmd.CopyBuffer(src.buf, r.b.s.x.buf, 0, 0, uint64(4*T*D))
+	r.cmd.Barrier(vk.PipelineStageTransfer, vk.PipelineStageCompute, vk.AccessTransferWrite, vk.AccessShaderRead|vk.AccessShaderWrite)
+}
+
+// layer records layer l. A backend that is one rank of a Group runs only
+// its own experts: the slots of the others read zeros, and a rank other
+// than the first adds its experts' sum into delta instead of the residual
+// (the group adds the ranks' parts on the host).
+func (r *recorder) layer(l int) {
+	b, c, s, cmd, cache := r.b, r.b.c, &r.b.s, r.cmd, r.cache
+	T, D := r.tokens, c.Dim
+	qdim := c.Heads * c.HeadDim
+	S := T * c.TopK
+	ly := &b.layers[l]
+	r.rmsNorm(s.x, ly.attnNorm, s.xn, s.meta_, T, D, c.NormEps, false, 0)
+	r.barrier()
+	xn := r.act(s.xn, T, D)
+	r.matmul(ly.wq, xn, s.q, T, 0)
+	r.matmul(ly.wk, xn, s.k, T, 0)
+	r.matmul(ly.wv, xn, s.v, T, 0)
+	r.barrier()
+	adjacent := uint32(0)
+	if c.Rope == model.RopeAdjacent {
+		adjacent = 1
+	}
+	r.dispatch("rope_store", [3]uint32{uint32(T), 1, 1}, []*Buffer{s.q, s.k, s.v, cache.k[l], cache.v[l], s.cos, s.sin, s.meta_},
+		uint32(c.Heads), uint32(c.KVHeads), uint32(c.HeadDim), adjacent, uint32(r.rowsOff))
+	r.barrier()
+	r.dispatch("attention", [3]uint32{uint32(c.Heads), uint32(T), 1}, []*Buffer{s.q, cache.k[l], cache.v[l], s.att, s.meta_},
+		uint32(c.Heads), uint32(c.KVHeads), uint32(c.HeadDim), uint32(c.SlidingWindow), uint32(r.in.BlockSize),
+		math.Float32bits(float32(1/math.Sqrt(float64(c.HeadDim)))), uint32(r.posOff), uint32(r.blockOffOff), uint32(r.blocksOff))
+	r.barrier()
+	att := r.act(s.att, T, qdim)
+	r.matmul(ly.wo, att, s.x, T, modeAccumulate)
+	r.barrier()
+
+	r.rmsNorm(s.x, ly.ffnNorm, s.xn, s.meta_, T, D, c.NormEps, false, 0)
+	r.barrier()
+	xn = r.act(s.xn, T, D)
+	dense := uint32(1)
+	if ly.router != nil {
+		dense = 0
+		r.matmul(ly.router, xn, s.router, T, 0)
+		r.barrier()
+	}
+	r.dispatch("moe_route", [3]uint32{1, 1, 1}, []*Buffer{s.router, s.route}, uint32(T), uint32(c.Experts), uint32(c.TopK), dense,
+		uint32(groups(c.FFN)), uint32(groups(D)))
+	sum := s.x
+	if b.ranks > 1 {
+		// Zeros for the slots of other ranks' experts, and for this rank's
+		// sum, once the previous layer's combine has read them.
+		cmd.Barrier(vk.PipelineStageCompute, vk.PipelineStageTransfer, vk.AccessShaderRead|vk.AccessShaderWrite, vk.AccessTransferWrite)
+		cmd.FillBuffer(s.ye.buf, 0, uint64(4*S*D), 0)
+		if b.rank > 0 {
+			sum = s.delta
+			cmd.FillBuffer(s.delta.buf, 0, uint64(4*T*D), 0)
+		}
+		cmd.Barrier(vk.PipelineStageTransfer, vk.PipelineStageCompute, vk.AccessTransferWrite, vk.AccessShaderRead|vk.AccessShaderWrite)
+	}
+	cmd.Barrier(vk.PipelineStageCompute, vk.PipelineStageCompute|vk.PipelineStageDrawIndirect, vk.AccessShaderWrite,
+		vk.AccessShaderRead|vk.AccessShaderWrite|vk.AccessIndirectCommandRead)
+	r.argsOff = uint64(4 * (2*c.Experts + 5*S))
+	r.label = " experts"
+	for e, w := range ly.gate {
+		if w == nil {
+			continue // another rank's
+		}
+		r.matmulExpert(w, xn, s.g, s.route, e, true)
+		r.matmulExpert(ly.up[e], xn, s.u, s.route, e, true)
+	}
+	r.barrier()
+	r.dispatch1D("swiglu", S*c.FFN, 256, []*Buffer{s.g, s.u}, uint32(S*c.FFN))
+	r.barrier()
+	g := r.act(s.g, S, c.FFN)
+	for e, w := range ly.down {
+		if w != nil {
+			r.matmulExpert(w, g, s.ye, s.route, e, false)
+		}
+	}
+	r.barrier()
+	r.label = ""
+	r.dispatch("combine", [3]uint32{uint32(T), 1, 1}, []*Buffer{sum, s.ye, s.route}, uint32(D), uint32(c.Experts), uint32(c.TopK), uint32(T))
+	r.barrier()
+}
+
+// storeX copies this rank's part of the residual (x on the first rank,
+// delta on the others) to the host-visible xout.
+func (r *recorder) storeX() {
+	s := &r.b.s
+	src := s.x
+	if r.b.rank > 0 {
+		src = s.delta
+	}
+	r.cmd.Barrier(vk.PipelineStageCompute, vk.PipelineStageTransfer, vk.AccessShaderWrite, vk.AccessTransferRead)
+	r.cmd.CopyBuffer(src.buf, s.xout.buf, 0, 0, uint64(4*r.tokens*r.b.c.Dim))
+	r.cmd.Barrier(vk.PipelineStageTransfer, vk.PipelineStageHost, vk.AccessTransferWrite, vk.AccessHostRead)
+}
+
+// head records the final norm over the rows that need logits, the output
+// head, and the top-k selection or the logits' copy to the host.
+func (r *recorder) head() {
+	b, c, s, cmd, in := r.b, r.b.c, &r.b.s, r.cmd, r.in
+	nOut := r.outputs
+	if nOut == 0 {
+		return
+	}
+	r.rmsNorm(s.x, b.outNorm, s.outRows, s.meta_, nOut, c.Dim, c.NormEps, true, r.outOff)
+	r.barrier()
+	out := r.act(s.outRows, nOut, c.Dim)
+	r.label = " output"
+	r.matmul(b.output, out, s.logitsDev, nOut, 0)
+	r.label = ""
+	if in.TopK > 0 {
+		r.barrier()
+		r.dispatch("topk", [3]uint32{uint32(nOut), 1, 1}, []*Buffer{s.logitsDev, s.top}, uint32(c.Vocab), uint32(in.TopK))
+		cmd.Barrier(vk.PipelineStageCompute, vk.PipelineStageHost, vk.AccessShaderWrite, vk.AccessHostRead)
+	} else {
+		cmd.Barrier(vk.PipelineStageCompute, vk.PipelineStageTransfer, vk.AccessShaderWrite, vk.AccessTransferRead)
+		cmd.CopyBuffer(s.logitsDev.buf, s.logits.buf, 0, 0, uint64(4*nOut*c.Vocab))
+		cmd.Barrier(vk.PipelineStageTransfer, vk.PipelineStageHost, vk.AccessTransferWrite, vk.AccessHostRead)
+	}
 }
 
 // act is an activation matrix a matmul reads: buf's contents between two
@@ -532,15 +609,21 @@ const (
 // exhaustion); the first error is kept and the rest of the recording is
 // skipped.
 type recorder struct {
-	d      *Device
-	b      *Backend
-	cmd    vk.CommandBuffer
-	err    error
-	gen    int      // activations made so far
-	inXQ   int      // the activation the Q8_0 buffers hold (0: none)
-	names  []string // the profiled dispatches, by timestamp
-	tokens int      // the batch's
-	label  string   // appended to the profiled names (" experts", " output")
+	d     *Device
+	b     *Backend
+	cmd   vk.CommandBuffer
+	err   error
+	in    *model.DeviceBatch
+	cache *Cache
+	// the meta buffer's areas: positions, cache rows, block-table offsets,
+	// output rows and block tables
+	posOff, rowsOff, blockOffOff, outOff, blocksOff int
+	outputs                                         int      // the batch's tokens that need logits
+	gen                                             int      // activations made so far
+	inXQ                                            int      // the activation the Q8_0 buffers hold (0: none)
+	names                                           []string // the profiled dispatches, by timestamp
+	tokens                                          int      // the batch's
+	label                                           string   // appended to the profiled names (" experts", " output")
 	// argsOff is where the route buffer's indirect dispatch arguments
 	// start: an expert without tokens launches no workgroups.
 	argsOff     uint64

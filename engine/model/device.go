@@ -132,14 +132,22 @@ const MaxDeviceTopK = 16
 // embedding alone stays on the host.
 func (m *Model) buildDevice(b *builder, w *Weights, opts LoadOptions) error {
 	c := m.Config
-	if opts.TensorParallel > 1 {
-		return fmt.Errorf("%w: tensor parallelism on an accelerator is not supported yet; use --tensor-parallel 1 or --device cpu", ErrConfig)
-	}
 	dev, err := opts.Device(c, b.convertedBytes())
 	if err != nil {
 		return err
 	}
-	m.dev = dev
+	// Tensor parallelism on accelerators is the accelerator's own: a group
+	// of devices that places the shards (gpu.Group).
+	shards := 1
+	if g, ok := dev.(interface{ Shards() int }); ok {
+		shards = g.Shards()
+	}
+	if n := max(opts.TensorParallel, 1); n != shards {
+		dev.Close()
+		return fmt.Errorf("%w: tensor parallelism %d on %s, which runs %d shard(s); open a device group of %d (moe: --device vulkan --tensor-parallel %d) or use --device cpu",
+			ErrConfig, n, dev.Name(), shards, n, n)
+	}
+	m.dev, m.devShards = dev, shards
 	b.uploading = true
 	upload := func(ref TensorRef, src *tensor.Matrix) error {
 		mat, err := b.convert(src)

@@ -25,6 +25,7 @@ type Model struct {
 	shards     []*shard
 	pool       *tensor.Pool // all threads; used for work outside the shards
 	reducer    Reducer
+	devShards  int         // the accelerator's shards (a device group's ranks)
 	dev        Accelerator // nil: the CPU runs the layers
 	closer     func() error
 }
@@ -157,7 +158,7 @@ func New(c Config, w *Weights, tok *tokenizer.Tokenizer, opts LoadOptions) (*Mod
 func (m *Model) WeightType() tensor.DType { return m.weightType }
 
 // TensorParallel is the number of shards.
-func (m *Model) TensorParallel() int { return max(len(m.shards), 1) }
+func (m *Model) TensorParallel() int { return max(len(m.shards), m.devShards, 1) }
 
 // Threads is the number of compute threads.
 func (m *Model) Threads() int { return m.pool.Threads() }
