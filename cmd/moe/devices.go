@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -78,10 +79,11 @@ func newDevicesCmd() *cobra.Command {
 }
 
 // deviceFactory resolves --device: nil for the CPU. auto takes the best
-// GPU and falls back to the CPU, saying why, when there is none; vulkan
-// and vulkan:N insist.
+// GPU (or, with --tensor-parallel N, a group of N GPUs) and falls back to
+// the CPU, saying why, when there is none; vulkan and vulkan:N insist.
 func (e *engineFlags) deviceFactory() (model.AcceleratorFactory, error) {
 	opts := gpu.Options{Log: func(s string) { fmt.Fprintln(os.Stderr, "moe:", s) }}
+	n := max(e.tensorParallel, 1)
 	switch spec := strings.ToLower(e.device); spec {
 	case "cpu":
 		return nil, nil
@@ -95,22 +97,68 @@ func (e *engineFlags) deviceFactory() (model.AcceleratorFactory, error) {
 			}
 			return nil, nil
 		}
-		for _, d := range devs {
-			if !d.CPU && len(d.Missing) == 0 {
-				if e.tensorParallel > 1 {
-					fmt.Fprintf(os.Stderr, "moe: --device auto: running on the CPU: tensor parallelism over GPUs is not supported yet (found %s)\n", d.Name)
-					return nil, nil
-				}
-				return gpu.Factory(-1, false, opts), nil
-			}
+		gpus := usable(devs, false)
+		switch {
+		case len(gpus) == 0:
+			fmt.Fprintf(os.Stderr, "moe: --device auto: running on the CPU: no GPU among %d Vulkan device(s) (`moe devices` lists them)\n", len(devs))
+			return nil, nil
+		case n == 1:
+			return gpu.Factory(-1, false, opts), nil
+		case len(gpus) < n:
+			fmt.Fprintf(os.Stderr, "moe: --device auto: running on the CPU: --tensor-parallel %d needs %d GPUs, found %d\n", n, n, len(gpus))
+			return nil, nil
 		}
-		fmt.Fprintf(os.Stderr, "moe: --device auto: running on the CPU: no GPU among %d Vulkan device(s) (`moe devices` lists them)\n", len(devs))
-		return nil, nil
+		return gpu.GroupFactory(gpus[:n], false, opts), nil
+	case "vulkan":
+		if n == 1 {
+			return gpu.Factory(-1, true, opts), nil
+		}
+		devs, err := gpu.Devices()
+		if err != nil {
+			return nil, err
+		}
+		indexes, err := groupDevices(devs, n)
+		if err != nil {
+			return nil, err
+		}
+		return gpu.GroupFactory(indexes, true, opts), nil
 	default:
 		index, err := gpu.Select(spec)
 		if err != nil {
 			return nil, err
 		}
+		if n > 1 {
+			// One device opened n times: a test of the group's path, not a speed-up.
+			return gpu.GroupFactory(slices.Repeat([]int{index}, n), true, opts), nil
+		}
 		return gpu.Factory(index, true, opts), nil
 	}
+}
+
+// usable lists the devices the backend can run on, software ones (lavapipe)
+// only with software true.
+func usable(devs []gpu.Info, software bool) []int {
+	var out []int
+	for _, d := range devs {
+		if len(d.Missing) == 0 && (software || !d.CPU) {
+			out = append(out, d.Index)
+		}
+	}
+	return out
+}
+
+// groupDevices picks the n devices of --device vulkan --tensor-parallel n:
+// n GPUs, or, where the only device is a software one (lavapipe, in tests
+// and CI), that device n times.
+func groupDevices(devs []gpu.Info, n int) ([]int, error) {
+	if gpus := usable(devs, false); len(gpus) >= n {
+		return gpus[:n], nil
+	} else if len(gpus) > 0 {
+		return nil, fmt.Errorf("--device vulkan --tensor-parallel %d needs %d GPUs, found %d (`moe devices` lists them)", n, n, len(gpus))
+	}
+	if sw := usable(devs, true); len(sw) > 0 {
+		fmt.Fprintf(os.Stderr, "moe: --tensor-parallel %d: no GPU, so the software device vulkan:%d is opened %d times\n", n, sw[0], n)
+		return slices.Repeat(sw[:1], n), nil
+	}
+	return nil, fmt.Errorf("--device vulkan: no usable Vulkan device among %d (`moe devices` lists them)", len(devs))
 }

@@ -7,9 +7,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
+	"github.com/moe-operator/moe-operator/engine/gpu"
 	"github.com/moe-operator/moe-operator/engine/modelgen"
 )
 
@@ -61,6 +63,50 @@ func TestLogitsOnVulkanMatchCPU(t *testing.T) {
 	dev := logitsOf(t, "--model", path, "--device", "vulkan")
 	if worst := maxDiff(t, dev, cpu); worst > 1e-3 {
 		t.Errorf("max |device - CPU| logit = %g, want <= 1e-3", worst)
+	}
+}
+
+// TestTensorParallelOnVulkanMatchesOneDevice runs `moe logits --device vulkan
+// --tensor-parallel 2`: without a GPU the software device is opened twice (lavapipe in CI),
+// and the device group gives one device's logits.
+func TestTensorParallelOnVulkanMatchesOneDevice(t *testing.T) {
+	path := tinyModel(t)
+	one := logitsOf(t, "--model", path, "--device", "vulkan")
+	two := logitsOf(t, "--model", path, "--device", "vulkan", "--tensor-parallel", "2")
+	if worst := maxDiff(t, two, one); worst > 1e-4 {
+		t.Errorf("max |TP2 - TP1| logit on the device = %g, want <= 1e-4", worst)
+	}
+}
+
+func TestGroupDevicesPicksGPUsOrRepeatsTheSoftwareDevice(t *testing.T) {
+	gpuA, gpuB := gpu.Info{Index: 0, Name: "a"}, gpu.Info{Index: 1, Name: "b"}
+	soft := gpu.Info{Index: 2, Name: "llvmpipe", CPU: true}
+	old := gpu.Info{Index: 3, Name: "old", Missing: []string{"shaderInt8"}}
+	tests := []struct {
+		name    string
+		devs    []gpu.Info
+		n       int
+		want    []int
+		wantErr string
+	}{
+		{"two GPUs for TP2, the software device left out", []gpu.Info{soft, gpuA, gpuB}, 2, []int{0, 1}, ""},
+		{"one GPU cannot hold TP2", []gpu.Info{gpuA, soft}, 2, nil, "needs 2 GPUs, found 1"},
+		{"a software device alone is opened n times", []gpu.Info{old, soft}, 4, []int{2, 2, 2, 2}, ""},
+		{"nothing usable", []gpu.Info{old}, 2, nil, "no usable Vulkan device"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := groupDevices(tt.devs, tt.n)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err = %v, want %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil || !slices.Equal(got, tt.want) {
+				t.Fatalf("got %v, %v; want %v", got, err, tt.want)
+			}
+		})
 	}
 }
 
