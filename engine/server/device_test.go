@@ -49,6 +49,29 @@ func TestOnTheVulkanDevice(t *testing.T) {
 	}
 }
 
+// TestOnADeviceGroup serves the tiny model with tensor parallelism 2 over a
+// device group (two logical lavapipe devices in CI): the scheduler's
+// batching and preemption hold across ranks as on one device.
+func TestOnADeviceGroup(t *testing.T) {
+	load := func() (*model.Model, error) {
+		d, err := gpu.Open(-1, true, gpu.Options{})
+		if err != nil {
+			return nil, err
+		}
+		index := d.Info.Index
+		d.Close()
+		opts := gpu.Options{MemoryLimit: 48 << 20}
+		m, err := model.Open(tinyPath, model.LoadOptions{Threads: 2, TensorParallel: 2, Device: gpu.GroupFactory([]int{index, index}, true, opts)})
+		if err == nil && m.TensorParallel() != 2 {
+			m.Close()
+			t.Fatalf("the model has %d shards, want 2", m.TensorParallel())
+		}
+		return m, err
+	}
+	t.Run("batching", func(t *testing.T) { testBatchingInvariance(t, load) })
+	t.Run("preemption", func(t *testing.T) { testPreemption(t, load) })
+}
+
 // testDeviceMetrics: /metrics names the device and reports its memory.
 func testDeviceMetrics(t *testing.T, load func() (*model.Model, error)) {
 	h := startWith(t, load, server.Options{}, scheduler.Config{})
