@@ -29,11 +29,10 @@ func h100Preset() *servingv1alpha1.MixtralDeployment {
 			Accelerator: servingv1alpha1.AcceleratorSpec{Type: servingv1alpha1.AcceleratorH100_80GB, ResourceName: "nvidia.com/gpu"},
 			Targets: servingv1alpha1.TargetsSpec{
 				OutputTokensPerSecond: ptr.To[int64](5000),
-				// 1 s, as the h100 sample: the moe engine's prefill on one GPU takes 736 ms.
-				TimeToFirstToken:  &metav1.Duration{Duration: time.Second},
-				InterTokenLatency: &metav1.Duration{Duration: 50 * time.Millisecond},
-				PromptTokens:      1000,
-				OutputTokens:      250,
+				TimeToFirstToken:      &metav1.Duration{Duration: 500 * time.Millisecond},
+				InterTokenLatency:     &metav1.Duration{Duration: 50 * time.Millisecond},
+				PromptTokens:          1000,
+				OutputTokens:          250,
 			},
 			Quantization: servingv1alpha1.QuantizationAuto,
 			Engine:       servingv1alpha1.EngineSpec{Port: 8000},
@@ -447,7 +446,7 @@ func TestTemplateHash(t *testing.T) {
 	g.Expect(same).To(Equal(hash(func(*workload) {})), "the hash is stable")
 	g.Expect(hash(func(w *workload) { w.obj.Spec.Replicas = ptr.To[int32](7) })).To(Equal(same), "replicas do not touch the template")
 	g.Expect(hash(func(w *workload) { w.plan.BatchSize++ })).NotTo(Equal(same), "a new batch size rolls the pods")
-	g.Expect(hash(func(w *workload) { w.plan.Quantization = "BF16" })).NotTo(Equal(same), "a new quantization rolls the pods")
+	g.Expect(hash(func(w *workload) { w.plan.Quantization = "Int4" })).NotTo(Equal(same), "a new quantization rolls the pods")
 	g.Expect(hash(func(w *workload) { w.obj.Spec.Engine.ExtraArgs = []string{"--threads", "8"} })).NotTo(Equal(same))
 	g.Expect(hash(func(w *workload) { w.image = "example.com/other:1" })).NotTo(Equal(same))
 }
@@ -467,10 +466,10 @@ func TestSyncDeployment(t *testing.T) {
 
 	scaled := w
 	scaled.obj = w.obj.DeepCopy()
-	scaled.obj.Spec.Replicas = ptr.To[int32](9)
+	scaled.obj.Spec.Replicas = ptr.To[int32](11)
 	existing := stored.DeepCopy()
 	g.Expect(syncDeployment(existing, desiredDeployment(scaled))).To(BeTrue())
-	g.Expect(*existing.Spec.Replicas).To(Equal(int32(9)))
+	g.Expect(*existing.Spec.Replicas).To(Equal(int32(11)))
 	g.Expect(existing.Spec.Template.Spec.RestartPolicy).To(Equal(corev1.RestartPolicyAlways), "the template is kept when its hash is unchanged")
 
 	replanned := w

@@ -30,7 +30,7 @@ func TestPlanRequest(t *testing.T) {
 	g.Expect(req.Accelerator.Name).To(Equal("h100-80gb"))
 	g.Expect(req.Accelerator.GPUsPerNode).To(Equal(4), "maxPerNode bounds the tensor-parallel search")
 	g.Expect(req.Targets).To(Equal(planner.Targets{
-		OutputTokensPerSecond: 5000, TTFT: time.Second, ITL: 50 * time.Millisecond,
+		OutputTokensPerSecond: 5000, TTFT: 500 * time.Millisecond, ITL: 50 * time.Millisecond,
 		PromptTokens: 1000, OutputTokens: 250, Context: 16384,
 	}))
 	g.Expect(req.Overrides).To(Equal(planner.Overrides{Quantization: planner.Int8, TensorParallelism: 2}))

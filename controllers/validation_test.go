@@ -197,11 +197,6 @@ var celCases = []celCase{
 		message: "quantization FP8 needs engine.runtime vllm: the moe engine has no FP8 kernels; choose Int8, which takes the same memory",
 	},
 	{
-		name:    "the moe runtime across GPUs",
-		mutate:  func(o *servingv1alpha1.MixtralDeployment) { o.Spec.TensorParallelism = 2 },
-		message: "the moe engine runs a replica on one GPU (tensor parallelism across GPUs is not built yet): leave tensorParallelism 0 or 1, or use engine.runtime vllm",
-	},
-	{
 		name:    "a tensor parallelism that is not a power of two up to 8",
 		mutate:  func(o *servingv1alpha1.MixtralDeployment) { o.Spec.TensorParallelism = 3 },
 		message: "tensorParallelism must be 0 (let the planner choose), 1, 2, 4 or 8",

@@ -139,6 +139,12 @@ func (c *Calibration) Validate() error {
 // replace fitted ones. Factors stay within [1e-4, 1].
 func (c *Calibration) Fit(a Accelerator) map[Quantization]Efficiency {
 	out := map[Quantization]Efficiency{}
+	// The measuring engine's own GPU layout (its KV element size and
+	// expert split) shapes the model the factors are fitted to.
+	var rt Runtime
+	if c.Engine != "" {
+		rt, _ = RuntimeByName(c.Engine)
+	}
 	for _, q := range Quantizations() {
 		var ms []Measurement
 		for _, m := range c.Measurements {
@@ -147,7 +153,7 @@ func (c *Calibration) Fit(a Accelerator) map[Quantization]Efficiency {
 			}
 		}
 		if len(ms) > 0 {
-			out[q] = fitMeasurements(a, DefaultEfficiency(a, q), ms)
+			out[q] = fitMeasurements(a, rt, DefaultEfficiency(a, q), ms)
 		}
 	}
 	for q, e := range c.Efficiency {
@@ -164,12 +170,12 @@ func (c *Calibration) Fit(a Accelerator) map[Quantization]Efficiency {
 // vanishing pull towards eff (fitPrior) settles the directions the
 // measurements leave flat. Each round searches a 21×21 grid around the best
 // point so far and shrinks it fivefold; the first spans the whole range.
-func fitMeasurements(a Accelerator, eff Efficiency, ms []Measurement) Efficiency {
+func fitMeasurements(a Accelerator, rt Runtime, eff Efficiency, ms []Measurement) Efficiency {
 	cost := func(lb, lc float64) float64 {
 		e := Efficiency{Bandwidth: math.Exp(lb), Compute: math.Exp(lc)}
 		var sum float64
 		for _, m := range ms {
-			c := m.candidate(a, e)
+			c := m.candidate(a, rt, e)
 			if m.PrefillTokensPerSecond > 0 {
 				measured := float64(m.BatchSize*m.PromptTokens) / m.PrefillTokensPerSecond
 				sum += square(math.Log(c.prefill(m.BatchSize) / measured))
@@ -212,12 +218,12 @@ func (m Measurement) decodeContext() float64 {
 	return float64(m.PromptTokens) + float64(m.OutputTokens)/2
 }
 
-// candidate is the performance model of m's shape on a with factors eff.
-func (m Measurement) candidate(a Accelerator, eff Efficiency) candidate {
-	return candidate{
-		model: m.Model, acc: a, quant: m.Quantization, tp: m.TensorParallelism, pp: 1, eff: eff,
-		prompt: m.PromptTokens, output: m.OutputTokens, ctx: m.PromptTokens + m.OutputTokens,
-	}
+// candidate is the performance model of m's shape on a under rt with
+// factors eff.
+func (m Measurement) candidate(a Accelerator, rt Runtime, eff Efficiency) candidate {
+	req := Request{Model: m.Model, Accelerator: a, Targets: Targets{PromptTokens: m.PromptTokens, OutputTokens: m.OutputTokens,
+		Context: m.PromptTokens + m.OutputTokens}}
+	return newCandidate(req, rt, m.Quantization, m.TensorParallelism, 1, eff)
 }
 
 // efficiencies resolves the factors Solve uses per quantization: the

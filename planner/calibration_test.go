@@ -23,7 +23,7 @@ var benchShapes = []Model{
 // synthetic measures m with the performance model itself at eff.
 func synthetic(a Accelerator, m Model, q Quantization, batch int, eff Efficiency) Measurement {
 	meas := Measurement{Model: m, Quantization: q, TensorParallelism: 1, BatchSize: batch, PromptTokens: 128, OutputTokens: 64}
-	c := meas.candidate(a, eff)
+	c := meas.candidate(a, Runtime{}, eff)
 	meas.PrefillTokensPerSecond = float64(batch*meas.PromptTokens) / c.prefill(batch)
 	meas.DecodeTokensPerSecond = float64(batch) / c.decodeStep(batch, meas.decodeContext())
 	return meas
@@ -116,7 +116,7 @@ func TestFitRecoversTheFactorsThatProducedTheMeasurements(t *testing.T) {
 			// Bandwidth is observable only where decode is memory-bound;
 			// either way decode predictions must match.
 			for _, m := range ms {
-				c := m.candidate(a, got)
+				c := m.candidate(a, Runtime{}, got)
 				pred := float64(m.BatchSize) / c.decodeStep(m.BatchSize, m.decodeContext())
 				if math.Abs(pred/m.DecodeTokensPerSecond-1) > 0.01 {
 					t.Errorf("%s: fitted factors predict %.2f tok/s, measured %.2f", m.Model.Name, pred, m.DecodeTokensPerSecond)

@@ -22,7 +22,33 @@ type candidate struct {
 	prompt int // tokens per request
 	output int // generated tokens per request
 	ctx    int // longest sequence one request may reach
+	// layout is the engine's own GPU layout (Runtime.GPU); nil: Megatron-
+	// style tensor parallelism.
+	layout *GPULayout
 }
+
+// newCandidate is the candidate of req at (q, tp, pp) under rt: on a GPU,
+// an engine with its own layout gets it, and its KV element size.
+func newCandidate(req Request, rt Runtime, q Quantization, tp, pp int, eff Efficiency) candidate {
+	c := candidate{
+		model: req.Model, acc: req.Accelerator, quant: q, tp: tp, pp: pp, eff: eff,
+		prompt: req.Targets.PromptTokens, output: req.Targets.OutputTokens, ctx: req.Targets.Context,
+	}
+	if l := rt.GPU; l != nil && req.Accelerator.ResourceName != "" {
+		c.layout = l
+		if l.KVBytesPerElement > 0 {
+			c.acc.KVBytesPerElement = l.KVBytesPerElement
+		}
+	}
+	return c
+}
+
+// expertSplit reports whether c's GPUs each hold whole experts, with
+// attention and the KV cache replicated (GPULayout.ExpertParallel).
+func (c candidate) expertSplit() bool { return c.layout != nil && c.layout.ExpertParallel && c.tp > 1 }
+
+// expertsPerGPU is the experts the fullest GPU holds under an expert split.
+func (c candidate) expertsPerGPU() float64 { return float64((c.model.Experts + c.tp - 1) / c.tp) }
 
 // expertsTouched is the expected number of distinct experts a batch of n
 // tokens routes to in one layer, E·(1−(1−k/E)^n), assuming independent,
@@ -41,6 +67,14 @@ func (c candidate) stageLayers() float64 {
 
 // weightBytesPerGPU is one shard's weights (of the largest stage).
 func (c candidate) weightBytesPerGPU() float64 {
+	if c.expertSplit() {
+		// The first GPU: every layer's attention, its experts, the
+		// embedding and output head, and the F32 router and norms.
+		m := c.model
+		perLayer := float64(m.attentionParameters()) + c.expertsPerGPU()*float64(m.expertParameters())
+		split := float64(m.Layers)*perLayer + 2*float64(m.headParameters())
+		return (split*c.quant.BytesPerWeight() + 4*float64(m.replicatedParameters())) * c.stageLayers()
+	}
 	return float64(c.model.WeightBytesPerShard(c.quant, c.tp)) * c.stageLayers()
 }
 
@@ -48,7 +82,11 @@ func (c candidate) weightBytesPerGPU() float64 {
 // tensor-parallel shard: what a pass through every stage reads.
 func (c candidate) kvBytesPerTokenPerShard() float64 {
 	m := c.model
-	return 2 * float64(m.Layers*m.kvHeadsPerShard(c.tp)*m.HeadDim) * c.acc.KVBytesPerElement
+	heads := m.kvHeadsPerShard(c.tp)
+	if c.expertSplit() {
+		heads = m.KVHeads // replicated
+	}
+	return 2 * float64(m.Layers*heads*m.HeadDim) * c.acc.KVBytesPerElement
 }
 
 // kvBytesPerTokenPerGPU is the KV cache one token occupies on one device:
@@ -69,9 +107,13 @@ func (c candidate) kvTokens(b int) float64 {
 func (c candidate) activationBytesPerGPU(b int) float64 {
 	m := c.model
 	tokens := math.Max(float64(b), math.Min(float64(c.prompt), activationTokens))
+	split := float64(c.tp)
+	if c.expertSplit() {
+		split = 1 // every GPU holds the whole batch's buffers
+	}
 	perToken := 4*float64(m.HiddenSize) +
-		float64((m.Heads+2*m.KVHeads)*m.HeadDim+2*m.ExpertsUsed*m.IntermediateSize)/float64(c.tp)
-	logits := float64(b) * float64(m.VocabSize) / float64(c.tp) * 4
+		float64((m.Heads+2*m.KVHeads)*m.HeadDim+2*m.ExpertsUsed*m.IntermediateSize)/split
+	logits := float64(b) * float64(m.VocabSize) / split * 4
 	return tokens*perToken*c.acc.ActivationBytesPerElement + logits
 }
 
@@ -115,7 +157,14 @@ func (c candidate) seconds(p passCost) float64 {
 func (c candidate) weightBytesRead(n float64) float64 {
 	m := c.model
 	bpw := c.quant.BytesPerWeight()
-	perLayer := float64(m.attentionParameters()) + expertsTouched(m.Experts, m.ExpertsUsed, n)*float64(m.expertParameters())
+	touched := expertsTouched(m.Experts, m.ExpertsUsed, n)
+	if c.expertSplit() {
+		// Each GPU reads all of attention and the head, and its share of
+		// the experts touched (the expected share: routing is uneven).
+		perLayer := float64(m.attentionParameters()) + touched/float64(c.tp)*float64(m.expertParameters())
+		return (float64(m.Layers)*perLayer+float64(m.headParameters()))*bpw + 4*float64(m.replicatedParameters())
+	}
+	perLayer := float64(m.attentionParameters()) + touched*float64(m.expertParameters())
 	split := (float64(m.Layers)*perLayer + float64(m.headParameters())) * bpw / float64(c.tp)
 	return split + 4*float64(m.replicatedParameters())
 }
@@ -123,6 +172,11 @@ func (c candidate) weightBytesRead(n float64) float64 {
 // denseFLOPs is the matrix work per token on one shard, excluding attention
 // over the context.
 func (c candidate) denseFLOPs() float64 {
+	if c.expertSplit() {
+		m := c.model
+		experts := float64(m.ExpertsUsed) / float64(c.tp) * float64(m.expertParameters())
+		return 2 * (float64(m.Layers)*(float64(m.attentionParameters()+m.routerParameters())+experts) + float64(m.headParameters()))
+	}
 	return 2 * float64(c.model.ActiveParameters()) / float64(c.tp)
 }
 
@@ -131,6 +185,9 @@ func (c candidate) denseFLOPs() float64 {
 func (c candidate) attentionFLOPs(ctx float64) float64 {
 	m := c.model
 	heads := float64(m.Heads) / float64(c.tp)
+	if c.expertSplit() {
+		heads = float64(m.Heads) // every GPU computes all of attention
+	}
 	return 4 * float64(m.Layers) * heads * float64(m.HeadDim) * ctx
 }
 
@@ -140,6 +197,11 @@ func (c candidate) attentionFLOPs(ctx float64) float64 {
 func (c candidate) allReduceSeconds(n float64) float64 {
 	if c.tp <= 1 {
 		return 0
+	}
+	if c.expertSplit() {
+		// One reduction per layer through host memory, of float32 parts.
+		msg := n * float64(c.model.HiddenSize) * 4
+		return float64(c.model.Layers) * (c.layout.HostLatency + 2*msg/c.layout.HostBandwidth)
 	}
 	t := float64(c.tp)
 	msg := n * float64(c.model.HiddenSize) * c.acc.ActivationBytesPerElement

@@ -52,10 +52,7 @@ func Predict(req Request, q Quantization, tp, pp, batch int) (Prediction, error)
 	if err != nil {
 		return Prediction{}, err
 	}
-	c := candidate{
-		model: req.Model, acc: req.Accelerator, quant: q, tp: tp, pp: pp, eff: effs[q],
-		prompt: req.Targets.PromptTokens, output: req.Targets.OutputTokens, ctx: req.Targets.Context,
-	}
+	c := newCandidate(req, rt, q, tp, pp, effs[q])
 	step := c.decodeStep(batch, float64(c.prompt)+float64(c.output)/2)
 	p := c.at(batch)
 	return Prediction{

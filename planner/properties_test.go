@@ -129,9 +129,6 @@ func TestTighterITLNeverGetsALargerBatch(t *testing.T) {
 					prevBatch := 0
 					for _, itl := range propertyITLs {
 						req := s.request(t, target, itl)
-						if m := moeRuntime(t).MaxGPUTensorParallelism; req.Accelerator.ResourceName != "" && tp > m {
-							continue // the moe engine refuses it on GPUs
-						}
 						req.Overrides = Overrides{Quantization: q, TensorParallelism: tp}
 						res, ok := solveOrInfeasible(t, req)
 						if !ok {

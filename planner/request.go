@@ -156,10 +156,6 @@ func (r Request) validateRuntime(rt Runtime) error {
 	if q := r.Overrides.Quantization; q != Auto && !rt.computes(q) {
 		return rt.kernelError(q)
 	}
-	if m := rt.MaxGPUTensorParallelism; m > 0 && r.Accelerator.ResourceName != "" && r.Overrides.TensorParallelism > m {
-		return fmt.Errorf("%w: the %s engine runs a replica on at most %d GPU(s) (tensor parallelism across GPUs is not built yet); pin tensor parallelism %d or less, or use the vllm runtime",
-			ErrInvalidRequest, rt.Name, m, m)
-	}
 	if rt.Name != RuntimeMoE && r.Accelerator.ResourceName == "" {
 		return fmt.Errorf("%w: the %s runtime runs on GPUs; %s is served by the moe runtime", ErrInvalidRequest, rt.Name, r.Accelerator.Name)
 	}

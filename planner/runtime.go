@@ -20,9 +20,10 @@ type Runtime struct {
 	// weights; weights stored quantized (Overrides.MaxPrecision) are served
 	// at their own precision when the runtime reads that format.
 	Quantizations []Quantization `json:"quantizations"`
-	// MaxGPUTensorParallelism is the most GPUs one replica's tensor-parallel
-	// group may span; 0 means as many as a node has.
-	MaxGPUTensorParallelism int `json:"maxGPUTensorParallelism,omitempty"`
+	// GPU, when set, is how the engine lays a replica over GPUs where it
+	// differs from Megatron-style tensor parallelism (heads and every
+	// expert's intermediate dimension split, NVLink all-reduces).
+	GPU *GPULayout `json:"gpu,omitempty"`
 	// Kernels are the precisions the runtime computes in at all, whatever
 	// the weights are stored as; nil means every precision. Pinning one
 	// outside it is an invalid request.
@@ -52,6 +53,32 @@ type Profile struct {
 	// to measure them.
 	Source string `json:"source"`
 }
+
+// GPULayout is an engine's own way of running a replica on GPUs.
+type GPULayout struct {
+	// KVBytesPerElement replaces the accelerator's KV-cache element size.
+	KVBytesPerElement float64 `json:"kvBytesPerElement,omitempty"`
+	// ExpertParallel places whole experts on the GPUs (expert e on GPU e mod
+	// TP) and replicates attention, its weights and the KV cache on every
+	// GPU; the first GPU alone holds the output head. One reduction per
+	// layer joins the GPUs' expert outputs.
+	ExpertParallel bool `json:"expertParallel,omitempty"`
+	// HostBandwidth and HostLatency price that reduction when it goes
+	// through host memory: every GPU's float32 part is read back and the
+	// sum written back (2 transfers of the hidden states per GPU and layer,
+	// at HostBandwidth bytes/s each way), and each layer costs HostLatency
+	// seconds of submission and fence wait.
+	HostBandwidth float64 `json:"hostBandwidth,omitempty"`
+	HostLatency   float64 `json:"hostLatency,omitempty"`
+}
+
+// moeGPULayout is the moe engine's Vulkan backend (engine/gpu, gpu.Group):
+// K and V in float32, experts split over a device group, the reduction
+// through host memory. The host link's figures are assumed, not measured:
+// 25 GB/s each way (PCIe Gen4 x16's 32 GB/s at the 80% a staged copy
+// reaches) and 100 µs per layer for a submission per GPU and the fence
+// waits.
+var moeGPULayout = &GPULayout{KVBytesPerElement: 4, ExpertParallel: true, HostBandwidth: 25e9, HostLatency: 100e-6}
 
 // Runtime names.
 const (
@@ -84,11 +111,8 @@ var runtimes = []Runtime{
 		// Q4_0 and 16-bit float. Int8 takes the same memory.
 		Quantizations: []Quantization{BF16, Int8, Int4},
 		Kernels:       []Quantization{BF16, Int8, Int4},
-		// The Vulkan backend runs a replica on one device: tensor
-		// parallelism across devices is not built (the CPU backend shards
-		// across cores, which the cpu accelerator's plans use).
-		MaxGPUTensorParallelism: 1,
-		Profiles:                moeProfiles,
+		GPU:           moeGPULayout,
+		Profiles:      moeProfiles,
 		Source: "assumed per-GPU profiles for the Vulkan backend (not calibrated on a device); " +
 			"GPUs without one take the GPU defaults (TensorRT-LLM v0.14 and gpt-fast Mixtral-8x7B figures)",
 	},

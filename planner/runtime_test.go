@@ -38,31 +38,40 @@ func TestVLLMSpreadsAReplicaOverNodesOnlyWhenOneNodeCannotHoldIt(t *testing.T) {
 	}
 }
 
-func TestTheMoERuntimeSaysWhenOnlyOneGPUIsNotEnough(t *testing.T) {
-	req := Request{Model: mustModel(t, "mixtral-8x22b"), Accelerator: mustAcc(t, "l4"), Overrides: Overrides{Quantization: BF16}}
-	res, err := Solve(req)
-	if !errors.Is(err, ErrInfeasible) {
-		t.Fatalf("err = %v, want ErrInfeasible", err)
+// The moe engine's device group (engine/gpu.Group) holds whole experts per
+// GPU and replicates attention and the KV cache, which it keeps in float32;
+// its reduction goes through host memory.
+func TestTheMoERuntimeModelsItsDeviceGroup(t *testing.T) {
+	req := request(t, "mixtral-8x7b", "h100-80gb", Targets{}, Overrides{}).withDefaults()
+	eff := Efficiency{Bandwidth: 0.5, Compute: 0.5}
+	moe := moeRuntime(t)
+	one := newCandidate(req, moe, Int8, 1, 1, eff)
+	two := newCandidate(req, moe, Int8, 2, 1, eff)
+	megatron := newCandidate(req, referenceRuntime, Int8, 2, 1, eff)
+	if w := two.weightBytesPerGPU(); w <= megatron.weightBytesPerGPU() || w >= one.weightBytesPerGPU() {
+		t.Errorf("TP2 holds %.1f GB per GPU; want more than a head-and-expert split's %.1f GB (attention is replicated) and less than one GPU's %.1f GB",
+			w/1e9, megatron.weightBytesPerGPU()/1e9, one.weightBytesPerGPU()/1e9)
 	}
-	for _, r := range res.Rejected {
-		if r.TensorParallelism != 1 || r.PipelineParallelism != 1 {
-			t.Errorf("the moe runtime tried %s on GPUs", r)
-		}
+	if kv, ref := two.kvBytesPerTokenPerGPU(), newCandidate(req, referenceRuntime, Int8, 1, 1, eff).kvBytesPerTokenPerGPU(); kv != one.kvBytesPerTokenPerGPU() || kv != 2*ref {
+		t.Errorf("KV per token per GPU: TP2 %.0f, TP1 %.0f, fp16 TP1 %.0f; want the whole float32 cache on every GPU", kv, one.kvBytesPerTokenPerGPU(), ref)
 	}
-	for _, want := range []string{"runs a replica on at most 1 GPU", "vllm runtime"} {
-		if !strings.Contains(err.Error(), want) {
-			t.Errorf("error %q does not say %q", err, want)
-		}
+	m := req.Model
+	want := float64(m.Layers) * (moeGPULayout.HostLatency + 2*float64(m.HiddenSize)*4/moeGPULayout.HostBandwidth)
+	if got := two.allReduceSeconds(1); math.Abs(got/want-1) > 1e-9 {
+		t.Errorf("a token's reductions take %.3g s, want %.3g s (one host round trip per layer)", got, want)
 	}
-	req.Overrides.TensorParallelism = 2
-	if _, err := Solve(req); !errors.Is(err, ErrInvalidRequest) || !strings.Contains(err.Error(), "tensor parallelism across GPUs is not built yet") {
-		t.Errorf("a pinned TP2 on GPUs: err = %v, want ErrInvalidRequest saying why", err)
+	if one.allReduceSeconds(1) != 0 {
+		t.Error("one GPU reduces nothing")
+	}
+	// The cpu accelerator is not a GPU: the engine's CPU shards split heads.
+	cpu := newCandidate(request(t, "mixtral-8x7b", "cpu", Targets{}, Overrides{}).withDefaults(), moe, Int8, 2, 1, eff)
+	if cpu.layout != nil {
+		t.Error("the GPU layout applied to the cpu accelerator")
 	}
 }
 
 func TestTheMoERuntimeSaysWhenOnlyMultiNodeWouldFit(t *testing.T) {
-	// The cpu accelerator's shards are cores, which the moe engine does split.
-	req := Request{Model: mustModel(t, "mixtral-8x22b"), Accelerator: mustAcc(t, "cpu"), Overrides: Overrides{Quantization: BF16}, Targets: Targets{Context: 4096}}
+	req := Request{Model: mustModel(t, "mixtral-8x22b"), Accelerator: mustAcc(t, "l4"), Overrides: Overrides{Quantization: BF16}}
 	res, err := Solve(req)
 	if !errors.Is(err, ErrInfeasible) {
 		t.Fatalf("err = %v, want ErrInfeasible", err)

@@ -47,10 +47,7 @@ func solve(req Request, rt Runtime) (Result, error) {
 	)
 	for _, q := range quantizationsFor(req) {
 		for _, par := range parallelismFor(req, rt) {
-			c := candidate{
-				model: req.Model, acc: req.Accelerator, quant: q, tp: par.tp, pp: par.pp, eff: effs[q],
-				prompt: req.Targets.PromptTokens, output: req.Targets.OutputTokens, ctx: req.Targets.Context,
-			}
+			c := newCandidate(req, rt, q, par.tp, par.pp, effs[q])
 			p, f := evaluate(c, req, rt)
 			if f != nil {
 				failures = append(failures, *f)
@@ -86,20 +83,15 @@ func quantizationsFor(req Request) []Quantization {
 type parallelism struct{ tp, pp int }
 
 // parallelismFor is the pinned shard count or every candidate that fits in
-// one node (and within the runtime's MaxGPUTensorParallelism on GPUs), and, for a
-// runtime whose replicas may span nodes, a full node's
+// one node, and, for a runtime whose replicas may span nodes, a full node's
 // tensor-parallel group repeated over 2 or 4 nodes as pipeline stages.
 func parallelismFor(req Request, rt Runtime) []parallelism {
 	var tps []int
 	if tp := req.Overrides.TensorParallelism; tp > 0 {
 		tps = []int{tp}
 	} else {
-		limit := req.Accelerator.GPUsPerNode
-		if m := rt.MaxGPUTensorParallelism; m > 0 && req.Accelerator.ResourceName != "" {
-			limit = min(limit, m)
-		}
 		for _, tp := range tensorParallelCandidates {
-			if tp <= limit {
+			if tp <= req.Accelerator.GPUsPerNode {
 				tps = append(tps, tp)
 			}
 		}
@@ -279,9 +271,7 @@ func needed(req Request, rt Runtime, failures []failure) string {
 	var parts []string
 	if f, ok := closest[failMemory]; ok {
 		remedy := "use an accelerator with more memory, a larger tensor parallelism or a shorter context"
-		if m := rt.MaxGPUTensorParallelism; m > 0 && req.Accelerator.ResourceName != "" && f.tp >= m {
-			remedy = fmt.Sprintf("the %s engine runs a replica on at most %d GPU(s) (tensor parallelism across GPUs is not built yet): use an accelerator with more memory, a lower precision, a shorter context, or the vllm runtime, which spreads a replica over GPUs and nodes", rt.Name, m)
-		} else if rt.MaxNodesPerReplica == 1 && f.tp == req.Accelerator.GPUsPerNode {
+		if rt.MaxNodesPerReplica == 1 && f.tp == req.Accelerator.GPUsPerNode {
 			remedy = fmt.Sprintf("one node is not enough and the %s runtime runs a replica on one node only: use an accelerator with more memory, a shorter context, or the vllm runtime, which spreads a replica over nodes", rt.Name)
 		}
 		parts = append(parts, fmt.Sprintf("the smallest shard (%s) needs %s but %s has %s usable; %s",

@@ -50,11 +50,9 @@ func TestPlanGolden(t *testing.T) {
 		args   []string
 	}{
 		{
-			// TTFT 1 s, not the 500 ms: on one GPU per replica the moe engine's
-			// assumed prefill takes 736 ms for the 1000-token prompt.
 			"the issue's example picks a plan and ranks the alternatives",
 			"plan_h100_5000.golden",
-			[]string{"--model", "mixtral-8x7b", "--accelerator", "h100-80gb", "--output-tokens-per-second", "5000", "--ttft", "1s", "--itl", "50ms"},
+			[]string{"--model", "mixtral-8x7b", "--accelerator", "h100-80gb", "--output-tokens-per-second", "5000", "--ttft", "500ms", "--itl", "50ms"},
 		},
 		{
 			"offline mode maximises throughput per replica",
@@ -64,7 +62,7 @@ func TestPlanGolden(t *testing.T) {
 		{
 			"pinned quantization and tensor parallelism leave one candidate",
 			"plan_8x22b_pinned.golden",
-			[]string{"--model", "mixtral-8x22b", "--accelerator", "h200", "--runtime", "vllm", "--quantization", "fp8", "--tensor-parallel", "4", "--output-tokens-per-second", "20000", "--itl", "60ms"},
+			[]string{"--model", "mixtral-8x22b", "--accelerator", "h200", "--quantization", "int8", "--tensor-parallel", "4", "--output-tokens-per-second", "20000", "--itl", "60ms"},
 		},
 		{
 			"JSON output has the stable shape",
@@ -112,7 +110,7 @@ func TestPlanRefusesFP8OnTheMoERuntime(t *testing.T) {
 }
 
 func TestPlanJSONDecodesIntoPlannerTypes(t *testing.T) {
-	got, err := runPlanCommand(t, "--model", "mixtral-8x7b", "--accelerator", "h100-80gb", "--output-tokens-per-second", "5000", "--ttft", "1s", "--itl", "50ms", "--json")
+	got, err := runPlanCommand(t, "--model", "mixtral-8x7b", "--accelerator", "h100-80gb", "--output-tokens-per-second", "5000", "--ttft", "500ms", "--itl", "50ms", "--json")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -127,7 +125,7 @@ func TestPlanJSONDecodesIntoPlannerTypes(t *testing.T) {
 	m, _ := planner.ModelPreset("mixtral-8x7b")
 	a, _ := planner.AcceleratorByName("h100-80gb")
 	want, err := planner.Solve(planner.Request{Model: m, Accelerator: a, Targets: planner.Targets{
-		OutputTokensPerSecond: 5000, TTFT: 1e9, ITL: 50e6,
+		OutputTokensPerSecond: 5000, TTFT: 500e6, ITL: 50e6,
 	}})
 	if err != nil {
 		t.Fatal(err)
