@@ -71,9 +71,10 @@ type fakeEngine struct {
 	hits   atomic.Int64
 }
 
-func newFakeEngine(t testing.TB) *fakeEngine {
+func newFakeEngine(t testing.TB, extra ...prometheus.Collector) *fakeEngine {
 	e := &fakeEngine{since: time.Now()}
 	reg := prometheus.NewRegistry()
+	reg.MustRegister(extra...)
 	labels := prometheus.Labels{"model_name": "tiny-mixtral"}
 	gauge := func(name string, v *atomic.Uint64) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: name, ConstLabels: labels},

@@ -25,6 +25,9 @@ func TestAutoscalerMetricNamesAreTheEngines(t *testing.T) {
 	g.Expect(enginemetrics.KVCacheUsage).To(Equal(server.MetricKVCacheUsage))
 	g.Expect(enginemetrics.GenerationTokens).To(Equal(server.MetricGenerationTokens))
 	g.Expect(enginemetrics.PromptTokens).To(Equal(server.MetricPromptTokens))
+	g.Expect(enginemetrics.DeviceInfo).To(Equal(server.MetricDeviceInfo))
+	g.Expect(enginemetrics.DeviceMemoryUsed).To(Equal(server.MetricDeviceMemoryUsed))
+	g.Expect(enginemetrics.DeviceMemoryBudget).To(Equal(server.MetricDeviceMemoryBudget))
 }
 
 const engineExposition = `# HELP vllm:num_requests_running Requests in the running batch.
@@ -61,6 +64,16 @@ func TestParseEngineMetrics(t *testing.T) {
 		{name: "the prompt-token counter is read when present",
 			text: engineExposition + "# TYPE vllm:prompt_tokens_total counter\nvllm:prompt_tokens_total{model_name=\"tiny\"} 99\n",
 			want: EngineMetrics{Running: 3, Waiting: 5, KVCacheUsage: 0.25, GenerationTokens: 1234, PromptTokens: 99}},
+		{name: "the device and its memory are read when present",
+			text: engineExposition + `# TYPE moe_engine_device_info gauge
+moe_engine_device_info{device="vulkan:0 NVIDIA H100 80GB HBM3",model_name="tiny"} 1
+# TYPE moe_engine_device_memory_used_bytes gauge
+moe_engine_device_memory_used_bytes{model_name="tiny"} 5e+10
+# TYPE moe_engine_device_memory_budget_bytes gauge
+moe_engine_device_memory_budget_bytes{model_name="tiny"} 8e+10
+`,
+			want: EngineMetrics{Running: 3, Waiting: 5, KVCacheUsage: 0.25, GenerationTokens: 1234,
+				Device: "vulkan:0 NVIDIA H100 80GB HBM3", DeviceMemoryUsed: 5e10, DeviceMemoryBudget: 8e10}},
 		{name: "a missing metric is an error",
 			text:    strings.ReplaceAll(engineExposition, "vllm:num_requests_waiting", "vllm:other"),
 			wantErr: "vllm:num_requests_waiting: metric missing"},

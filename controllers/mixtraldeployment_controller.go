@@ -130,8 +130,8 @@ func (s *scope) requeue(d time.Duration) {
 // +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=get;list;watch;create;update;patch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
-// Reconcile runs the phases plan → replicas → model cache → workload → service → PDB →
-// InferencePool, then writes status once.
+// Reconcile runs the phases plan → replicas → autoscaling → model cache → workload →
+// device → service → PDB → InferencePool, then writes status once.
 func (r *MixtralDeploymentReconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ctrl.Result, err error) {
 	obj := &servingv1alpha1.MixtralDeployment{}
 	if err := r.Get(ctx, req.NamespacedName, obj); err != nil {
@@ -171,6 +171,7 @@ func (r *MixtralDeploymentReconciler) Reconcile(ctx context.Context, req ctrl.Re
 		r.reconcileAutoscaling,
 		r.reconcileModelCache,
 		r.reconcileWorkload,
+		r.reconcileDevice,
 		r.reconcileService,
 		r.reconcilePodDisruptionBudget,
 		r.reconcileInferencePool,

@@ -675,6 +675,24 @@ type AutoscalingStatus struct {
 	ThroughputDriftSince *metav1.Time `json:"throughputDriftSince,omitempty"`
 }
 
+// DeviceStatus is what one engine pod reports of its device. An engine allocates its
+// weights, working memory and KV cache before it is ready, so the figures hold for as long
+// as the pod runs.
+type DeviceStatus struct {
+	// Name is the device, as the engine names it ("vulkan:0 NVIDIA H100 80GB HBM3"; a
+	// device group's ranks end in "×N").
+	Name string `json:"name"`
+	// Pod is the engine pod that reported it.
+	Pod string `json:"pod"`
+	// MemoryUsedBytes is the device memory the engine holds (of a device group, its
+	// fullest rank).
+	// +optional
+	MemoryUsedBytes int64 `json:"memoryUsedBytes,omitempty"`
+	// MemoryBudgetBytes is the device memory the engine may allocate.
+	// +optional
+	MemoryBudgetBytes int64 `json:"memoryBudgetBytes,omitempty"`
+}
+
 // MixtralDeploymentStatus is the observed state of a MixtralDeployment.
 type MixtralDeploymentStatus struct {
 	// ObservedGeneration is the generation the operator last reconciled successfully.
@@ -724,6 +742,12 @@ type MixtralDeploymentStatus struct {
 	// +optional
 	ModelCache *ModelCacheStatus `json:"modelCache,omitempty"`
 
+	// Device is the accelerator a ready moe engine pod on GPUs reports that it computes on,
+	// read from its /metrics; unset on the cpu accelerator, with the vllm runtime, and
+	// while no engine pod is ready or the operator cannot reach one.
+	// +optional
+	Device *DeviceStatus `json:"device,omitempty"`
+
 	// Conditions are Planned, Available, Progressing and Degraded (and, with autoscaling,
 	// ScalingActive, ScalingLimited and ThroughputDrift; with model.cache, ModelCached).
 	// +optional
@@ -747,6 +771,7 @@ type MixtralDeploymentStatus struct {
 // +kubebuilder:printcolumn:name="Planned",type=string,priority=1,JSONPath=`.status.conditions[?(@.type=="Planned")].status`
 // +kubebuilder:printcolumn:name="Endpoint",type=string,priority=1,JSONPath=`.status.endpoint`
 // +kubebuilder:printcolumn:name="Cached",type=integer,priority=1,JSONPath=`.status.modelCache.percent`
+// +kubebuilder:printcolumn:name="Device",type=string,priority=1,JSONPath=`.status.device.name`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 // +kubebuilder:validation:XValidation:rule="self.metadata.name.size() <= 63 && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",message="metadata.name must be a DNS-1035 label (at most 63 lowercase letters, digits and '-', starting with a letter): it names the engine's Service"
 type MixtralDeployment struct {

@@ -29,6 +29,10 @@ const (
 	// KVCacheUsageV0 is the KV-cache gauge's name before vLLM's V1 engine (0.8 and
 	// earlier), read when the V1 name is absent.
 	KVCacheUsageV0 = "vllm:gpu_cache_usage_perc"
+	// The moe engine's device metrics, read when present: absent on the CPU and from vLLM.
+	DeviceInfo         = "moe_engine_device_info"
+	DeviceMemoryUsed   = "moe_engine_device_memory_used_bytes"
+	DeviceMemoryBudget = "moe_engine_device_memory_budget_bytes"
 )
 
 // MaxBytes bounds one /metrics response. An engine's is a few kilobytes; anything much
@@ -50,6 +54,11 @@ type Reading struct {
 	GenerationTokens float64
 	// PromptTokens is the counter vllm:prompt_tokens_total, 0 when absent.
 	PromptTokens float64
+	// Device is the device label of moe_engine_device_info, "" when absent (the engine
+	// computes on the CPU, or is not moe); DeviceMemoryUsed and DeviceMemoryBudget are
+	// its memory gauges in bytes.
+	Device                               string
+	DeviceMemoryUsed, DeviceMemoryBudget float64
 }
 
 // Parse reads a Prometheus text exposition. Each metric of Reading must be present, with
@@ -85,6 +94,25 @@ func Parse(r io.Reader) (Reading, error) {
 			return Reading{}, fmt.Errorf("%s: %w", PromptTokens, err)
 		}
 		m.PromptTokens = v
+	}
+	if f := families[DeviceInfo]; f != nil && len(f.GetMetric()) > 0 {
+		for _, l := range f.GetMetric()[0].GetLabel() {
+			if l.GetName() == "device" {
+				m.Device = l.GetValue()
+			}
+		}
+		for _, g := range []struct {
+			name string
+			dst  *float64
+		}{{DeviceMemoryUsed, &m.DeviceMemoryUsed}, {DeviceMemoryBudget, &m.DeviceMemoryBudget}} {
+			if f := families[g.name]; f != nil {
+				v, err := sumFamily(f)
+				if err != nil {
+					return Reading{}, fmt.Errorf("%s: %w", g.name, err)
+				}
+				*g.dst = v
+			}
+		}
 	}
 	return m, nil
 }

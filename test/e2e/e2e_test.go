@@ -536,6 +536,19 @@ func testGPU(t *testing.T, ctx context.Context) {
 			t.Errorf("/metrics lacks %s", want)
 		}
 	}
+	// The operator read the device from a ready pod into status.
+	eventually(t, time.Minute, "status.device", func() error {
+		var got servingv1alpha1.MixtralDeployment
+		if err := k8s.Get(ctx, client.ObjectKeyFromObject(mxd), &got); err != nil {
+			return err
+		}
+		d := got.Status.Device
+		if d == nil || !strings.HasPrefix(d.Name, "vulkan:0 llvmpipe") || d.MemoryUsedBytes <= 0 || d.MemoryBudgetBytes < d.MemoryUsedBytes {
+			return fmt.Errorf("status.device is %+v", d)
+		}
+		t.Logf("status.device: %s on %s, %d of %d bytes", d.Name, d.Pod, d.MemoryUsedBytes, d.MemoryBudgetBytes)
+		return nil
+	})
 }
 
 // lavapipeImage is the engine image with the Vulkan backend and Mesa's lavapipe.
