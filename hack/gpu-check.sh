@@ -11,9 +11,12 @@
 #       with dist/gpu-check/ carried): checks GPU-vs-CPU parity with the
 #       test binary, then benchmarks a generated model with Mixtral-8x7B
 #       layer shapes (hidden 4096, ffn 14336, 8 experts, top-2, 32 heads,
-#       8 kv heads; GPU_CHECK_LAYERS layers, default 2) and prints decode
-#       tok/s at batch 1, 16 and 64, prefill tok/s, the device's measured
-#       memory bandwidth and the fraction of it batch-1 decode reaches.
+#       8 kv heads; GPU_CHECK_LAYERS layers, default 2) and prints batch-1
+#       decode and prefill tok/s, the device's measured memory bandwidth and
+#       the fraction of it batch-1 decode reaches, then serves the model
+#       (moe serve --device vulkan) and prints moe loadgen's throughput, TTFT
+#       and ITL at 1, 16 and 64 streams. hack/calibrate-gpu reads the output
+#       and prints the planner's predictions beside the measurements.
 #
 # The run half takes about 5 minutes on an H100 (the model is generated on
 # the machine: 2 layers of Q8_0 are about 3.4 GB) and stops at 8.
@@ -76,13 +79,16 @@ run() {
 		bytes = L*per + 32000*4096*34/32
 		printf "batch-1 decode reads %.2f GB per token: %.1f GB/s at %.2f tok/s, %.0f%% of the measured %.0f GB/s\n",
 			bytes/1e9, bytes*tps/1e9, tps, 100*bytes*tps/(bw*1e9), bw }'
-	echo "== batch 16 and 64: decode through moe serve --device vulkan and moe loadgen"
+	echo "== serving: 1, 16 and 64 streams through moe serve --device vulkan and moe loadgen (throughput, TTFT, ITL)"
 	"$moe" serve --model "$work/m.gguf" --device vulkan --port 18080 --max-num-seqs 64 >"$work/serve.log" 2>&1 &
 	for _ in $(seq 120); do curl -sf http://127.0.0.1:18080/ready >/dev/null 2>&1 && break; sleep 1; done
-	for c in 16 64; do
-		timeout 120 "$moe" loadgen --url http://127.0.0.1:18080 --concurrency "$c" --requests "$c" --max-tokens 64 --stream --json |
+	grep -o 'msg=ready.*' "$work/serve.log" || true
+	for c in 1 16 64; do
+		timeout 120 "$moe" loadgen --url http://127.0.0.1:18080 --concurrency "$c" --requests $((c < 8 ? 8 : c)) --max-tokens 64 --stream --json |
 			sed "s/^/concurrency $c: /"
 	done
+	curl -s http://127.0.0.1:18080/metrics | grep -E '^(moe_engine_device|vllm:kv_cache_usage_perc|vllm:num_preemptions)' || true
+	echo "== planner: go run ./hack/calibrate-gpu -accelerator h100-80gb < this output prints its prediction beside each figure"
 }
 
 case ${1:-} in
