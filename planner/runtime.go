@@ -206,6 +206,10 @@ func (r Runtime) clone() Runtime {
 	r.Quantizations = slices.Clone(r.Quantizations)
 	r.Kernels = slices.Clone(r.Kernels)
 	r.Efficiency = maps.Clone(r.Efficiency)
+	if r.GPU != nil {
+		gpu := *r.GPU
+		r.GPU = &gpu
+	}
 	if r.Profiles != nil {
 		profiles := make(map[string]Profile, len(r.Profiles))
 		for name, p := range r.Profiles {
