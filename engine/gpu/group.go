@@ -219,6 +219,9 @@ func (g *Group) Forward(in *model.DeviceBatch) ([]float32, []model.Candidate, er
 		g.reducer.AllReduce(g.parts)
 	}
 	first, r := g.ranks[0], recs[0]
+	if len(in.Outputs) == 0 {
+		return nil, nil, nil // a prefill chunk that needs no logits
+	}
 	err := first.d.submit(func(cmd vk.CommandBuffer) {
 		r.cmd = cmd
 		r.loadX(first.s.xout)
