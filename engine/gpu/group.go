@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/moe-operator/moe-operator/engine/gpu/vk"
 	"github.com/moe-operator/moe-operator/engine/model"
@@ -27,6 +28,19 @@ type Group struct {
 	ranks   []*Backend
 	reducer model.Reducer
 	parts   [][]float32
+	// forwardTime and reduceTime add up the wall time of every Forward and
+	// of its host-side reductions (ReduceShare).
+	forwardTime, reduceTime time.Duration
+}
+
+// ReduceShare is the fraction of the Forwards' wall time so far spent adding
+// the ranks' parts on the host (the copies to and from host memory run
+// inside the ranks' submissions and are not in it).
+func (g *Group) ReduceShare() float64 {
+	if g.forwardTime == 0 {
+		return 0
+	}
+	return g.reduceTime.Seconds() / g.forwardTime.Seconds()
 }
 
 // GroupFactory returns the model.AcceleratorFactory that opens a Group
@@ -170,6 +184,8 @@ func (g *Group) Forward(in *model.DeviceBatch) ([]float32, []model.Candidate, er
 	if !ok || len(cache.parts) != len(g.ranks) {
 		return nil, nil, errors.New("gpu: the batch's cache is not a live cache of this device group")
 	}
+	start := time.Now()
+	defer func() { g.forwardTime += time.Since(start) }()
 	recs := make([]*recorder, len(g.ranks))
 	for i, b := range g.ranks {
 		if cache.parts[i].k == nil || cache.parts[i].b != b {
@@ -216,7 +232,9 @@ func (g *Group) Forward(in *model.DeviceBatch) ([]float32, []model.Candidate, er
 			return nil, nil, err
 		}
 		// Every rank's xout now holds the residual after layer l.
+		t := time.Now()
 		g.reducer.AllReduce(g.parts)
+		g.reduceTime += time.Since(t)
 	}
 	first, r := g.ranks[0], recs[0]
 	if len(in.Outputs) == 0 {

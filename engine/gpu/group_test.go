@@ -3,6 +3,8 @@ package gpu_test
 import (
 	"fmt"
 	"math"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -134,4 +136,83 @@ func deviceIndex(t *testing.T) int {
 	}
 	defer d.Close()
 	return d.Info.Index
+}
+
+// BenchmarkGroupDecode decodes 16 sequences a step on the small preset (Q8_0) on one
+// device and on device groups of two and four logical devices (lavapipe in CI: the
+// ranks share the CPU, so this measures the group's overhead, not a speed-up), and
+// reports the share of a step spent adding the ranks' parts on the host.
+func BenchmarkGroupDecode(b *testing.B) {
+	c, _ := modelgen.Preset("small")
+	path := filepath.Join(b.TempDir(), "small.gguf")
+	if err := modelgen.Write(path, c); err != nil {
+		b.Fatal(err)
+	}
+	for _, ranks := range []int{1, 2, 4} {
+		b.Run(fmt.Sprintf("ranks=%d", ranks), func(b *testing.B) {
+			d, err := gpu.Open(-1, true, gpu.Options{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			index := d.Info.Index
+			d.Close()
+			opts := model.LoadOptions{Threads: 1, Device: gpu.Factory(index, true, gpu.Options{})}
+			if ranks > 1 {
+				opts.TensorParallel = ranks
+				opts.Device = gpu.GroupFactory(slices.Repeat([]int{index}, ranks), true, gpu.Options{})
+			}
+			var acc model.Accelerator
+			open := opts.Device
+			opts.Device = func(c model.Config, weightBytes int64) (model.Accelerator, error) {
+				a, err := open(c, weightBytes)
+				acc = a
+				return a, err
+			}
+			m, err := model.Open(path, opts)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer m.Close()
+			const seqs = 16
+			cache, err := m.NewCache(seqs*64, 16)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer cache.Close()
+			st := m.NewState(seqs, 64)
+			var ss [seqs]model.Seq
+			var batch model.Batch
+			pos := 0
+			step := func() {
+				batch.Reset()
+				for i := range ss {
+					if err := cache.Reserve(&ss[i], pos+1); err != nil {
+						b.Fatal(err)
+					}
+					batch.Add(int32(300+i), pos, &ss[i], true)
+				}
+				if _, err := m.Forward(st, cache, &batch); err != nil {
+					b.Fatal(err)
+				}
+				pos++
+			}
+			step()
+			b.ResetTimer()
+			for range b.N {
+				if pos == 60 {
+					b.StopTimer()
+					for i := range ss {
+						cache.Release(&ss[i])
+					}
+					pos = 0
+					b.StartTimer()
+				}
+				step()
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/1e6, "ms/step")
+			if g, ok := acc.(*gpu.Group); ok {
+				b.ReportMetric(100*g.ReduceShare(), "%reduce")
+			}
+		})
+	}
 }
