@@ -549,6 +549,45 @@ func testGPU(t *testing.T, ctx context.Context) {
 		t.Logf("status.device: %s on %s, %d of %d bytes", d.Name, d.Pod, d.MemoryUsedBytes, d.MemoryBudgetBytes)
 		return nil
 	})
+
+	// Tensor parallelism 2: the new pod is granted two emulated GPUs and runs a device
+	// group, lavapipe opened twice standing in for them.
+	var cur servingv1alpha1.MixtralDeployment
+	if err := k8s.Get(ctx, client.ObjectKeyFromObject(mxd), &cur); err != nil {
+		t.Fatal(err)
+	}
+	patch := client.MergeFrom(cur.DeepCopy())
+	cur.Spec.TensorParallelism = 2
+	if err := k8s.Patch(ctx, &cur, patch); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Minute, "a two-GPU pod serving from a device group", func() error {
+		var got servingv1alpha1.MixtralDeployment
+		if err := k8s.Get(ctx, client.ObjectKeyFromObject(mxd), &got); err != nil {
+			return err
+		}
+		if p := got.Status.Plan; p == nil || p.TensorParallelism != 2 {
+			return fmt.Errorf("plan %+v", p)
+		}
+		pods := enginePods(t, ctx, mxd)
+		if len(pods) != 1 {
+			return fmt.Errorf("%d engine pods", len(pods))
+		}
+		c := pods[0].Spec.Containers[0]
+		if g := c.Resources.Limits["nvidia.com/gpu"]; g.Value() != 2 {
+			return fmt.Errorf("pod %s limits %v", pods[0].Name, c.Resources.Limits)
+		}
+		if d := got.Status.Device; d == nil || d.Pod != pods[0].Name || !strings.HasSuffix(d.Name, "×2") {
+			return fmt.Errorf("status.device is %+v", d)
+		}
+		return nil
+	})
+	if _, err := newClient(t, ctx, mxd).Chat(ctx, engineclient.ChatRequest{
+		Model: mxd.Spec.Model.ServedName, Messages: []engineclient.Message{{Role: "user", Content: "Hi"}}, MaxTokens: 4,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Log("a two-rank device group answered")
 }
 
 // lavapipeImage is the engine image with the Vulkan backend and Mesa's lavapipe.
