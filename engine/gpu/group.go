@@ -231,7 +231,8 @@ func (g *Group) Forward(in *model.DeviceBatch) ([]float32, []model.Candidate, er
 		if err := errors.Join(errs...); err != nil {
 			return nil, nil, err
 		}
-		// Every rank's xout now holds the residual after layer l.
+		// Add the ranks' parts: then every rank's xout holds the residual after
+		// layer l, which its next submission copies in.
 		t := time.Now()
 		g.reducer.AllReduce(g.parts)
 		g.reduceTime += time.Since(t)
