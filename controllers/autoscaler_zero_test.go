@@ -120,9 +120,9 @@ func TestAutoscalerScalesToZeroWhenIdleAndWakesOnHeldRequests(t *testing.T) {
 	h.tick(name, time.Second)
 	g.Expect(h.replicas(name)).To(Equal(int32(0)))
 
-	// The gateway holds 6 requests: at 4 per replica, two replicas, at once.
-	h.setHeld(name, 6, h.clock.Now())
-	obj = h.tick(name, time.Second)
+	// The gateway holds 6 requests: at 4 per replica, two replicas, at once. (Set as a
+	// change of the tick, so that the pass returned has read it.)
+	obj = h.tick(name, time.Second, func() { h.setHeld(name, 6, h.clock.Now()) })
 	g.Expect(h.replicas(name)).To(Equal(int32(2)))
 	g.Expect(obj.Status.Autoscaling.HeldRequests).To(Equal(int32(6)))
 	eventually(t, func(g Gomega) {
