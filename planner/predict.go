@@ -32,7 +32,8 @@ type Prediction struct {
 // ErrInvalidCalibration.
 func Predict(req Request, q Quantization, tp, pp, batch int) (Prediction, error) {
 	req = req.withDefaults()
-	if err := req.validate(); err != nil {
+	rt, err := req.validate()
+	if err != nil {
 		return Prediction{}, err
 	}
 	switch {
@@ -40,10 +41,6 @@ func Predict(req Request, q Quantization, tp, pp, batch int) (Prediction, error)
 		return Prediction{}, fmt.Errorf("%w: %q", ErrUnknownQuantization, string(q))
 	case tp < 1 || pp < 1 || batch < 1:
 		return Prediction{}, fmt.Errorf("%w: tensor parallelism, pipeline stages and batch must be positive", ErrInvalidRequest)
-	}
-	rt, err := RuntimeByName(req.Runtime)
-	if err != nil {
-		return Prediction{}, err
 	}
 	if !rt.computes(q) {
 		return Prediction{}, rt.kernelError(q)

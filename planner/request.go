@@ -92,16 +92,17 @@ func (r Request) withDefaults() Request {
 	return r
 }
 
-// validate checks a request after withDefaults, under its runtime.
-func (r Request) validate() error {
+// validate checks a request after withDefaults, under its runtime, and
+// returns that runtime.
+func (r Request) validate() (Runtime, error) {
 	if err := r.validateShape(); err != nil {
-		return err
+		return Runtime{}, err
 	}
 	rt, err := RuntimeByName(r.Runtime)
 	if err != nil {
-		return err
+		return Runtime{}, err
 	}
-	return r.validateRuntime(rt)
+	return rt, r.validateRuntime(rt)
 }
 
 // validateShape checks what does not depend on the runtime: the model, the

@@ -24,10 +24,7 @@ var tensorParallelCandidates = []int{1, 2, 4, 8}
 // Solve is deterministic and safe for concurrent use.
 func Solve(req Request) (Result, error) {
 	req = req.withDefaults()
-	if err := req.validate(); err != nil {
-		return Result{}, err
-	}
-	rt, err := RuntimeByName(req.Runtime)
+	rt, err := req.validate()
 	if err != nil {
 		return Result{}, err
 	}
