@@ -205,6 +205,9 @@ type Cache struct {
 	k, v []*Buffer
 }
 
+// liveOn reports whether c is an open cache of b.
+func (c *Cache) liveOn(b *Backend) bool { return c.k != nil && c.b == b }
+
 // NewCache implements model.Accelerator.
 func (b *Backend) NewCache(rows int) (model.DeviceCache, error) {
 	kvDim := uint64(b.c.KVHeads * b.c.HeadDim)
@@ -388,7 +391,7 @@ func (b *Backend) ensure(T, nOut, metaInts int) error {
 // command buffer, one submission and one wait.
 func (b *Backend) Forward(in *model.DeviceBatch) ([]float32, []model.Candidate, error) {
 	cache, ok := in.Cache.(*Cache)
-	if !ok || cache.k == nil || cache.b != b {
+	if !ok || !cache.liveOn(b) {
 		return nil, nil, fmt.Errorf("gpu: the batch's cache is not a live cache of this device")
 	}
 	d := b.d

@@ -152,10 +152,7 @@ func (g *Group) NewCache(rows int) (model.DeviceCache, error) {
 // Reserve implements model.Accelerator.
 func (g *Group) Reserve(tokens, outputs int) error {
 	for _, b := range g.ranks {
-		b.d.mu.Lock()
-		err := b.ensure(tokens, outputs, 0)
-		b.d.mu.Unlock()
-		if err != nil {
+		if err := b.Reserve(tokens, outputs); err != nil {
 			return err
 		}
 	}
@@ -188,7 +185,7 @@ func (g *Group) Forward(in *model.DeviceBatch) ([]float32, []model.Candidate, er
 	defer func() { g.forwardTime += time.Since(start) }()
 	recs := make([]*recorder, len(g.ranks))
 	for i, b := range g.ranks {
-		if cache.parts[i].k == nil || cache.parts[i].b != b {
+		if !cache.parts[i].liveOn(b) {
 			return nil, nil, errors.New("gpu: the batch's cache is not a live cache of this device group")
 		}
 		b.d.mu.Lock()
